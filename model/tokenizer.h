@@ -1,0 +1,46 @@
+/* model/tokenizer.h — byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM2) and SentencePiece-style BPE
+ * with byte fallback (Llama-2), from tokenizer.json or GGUF metadata; ChatML chat template. */
+#ifndef XD_MODEL_TOKENIZER_H
+#define XD_MODEL_TOKENIZER_H
+
+#include "gguf.h"
+
+typedef struct model_tokenizer model_tokenizer;
+
+/* dir: a Hugging Face model directory (tokenizer.json, optional tokenizer_config.json). */
+int model_tokenizer_load_hf(const char *dir, model_tokenizer **out, xd_err *e);
+int model_tokenizer_load_gguf(const model_gguf *g, model_tokenizer **out, xd_err *e);
+void model_tokenizer_free(model_tokenizer *t);
+
+int model_tokenizer_vocab_size(const model_tokenizer *t);
+int model_tokenizer_bos(const model_tokenizer *t); /* -1 when none */
+int model_tokenizer_eos(const model_tokenizer *t); /* -1 when none */
+/* Whether a BOS token is put in front of encoded text (add_bos_token). */
+bool model_tokenizer_adds_bos(const model_tokenizer *t);
+/* Token id of a special token's text (e.g. "<|im_end|>"), -1 when absent. */
+int model_tokenizer_token_id(const model_tokenizer *t, const char *text);
+
+/* Encodes UTF-8 text. Special tokens written in the text (e.g. <|im_start|>) become their ids
+ * when parse_special is true. add_bos follows model_tokenizer_adds_bos when the caller wants it.
+ * *ids is malloc'd; the caller frees it. */
+int model_tokenizer_encode(const model_tokenizer *t, const char *text, size_t len, bool add_bos,
+                           bool parse_special, int **ids, size_t *n_ids, xd_err *e);
+/* Appends the text of tokens to a malloc'd NUL-terminated string. decode(encode(s)) == s for any
+ * valid UTF-8 s. Special tokens are rendered as their text unless skip_special. */
+int model_tokenizer_decode(const model_tokenizer *t, const int *ids, size_t n, bool skip_special,
+                           char **out, size_t *out_len, xd_err *e);
+/* Streaming decode: the bytes of one token (may be a partial UTF-8 sequence). */
+int model_tokenizer_token_bytes(const model_tokenizer *t, int id, const char **bytes,
+                                size_t *len);
+
+/* The ChatML prompt SmolLM2 and Qwen use, ending with the assistant turn opened:
+ * <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
+ * system NULL → the model's default system prompt where it has one (SmolLM2's). */
+typedef struct model_chat_message {
+    const char *role;
+    const char *content;
+} model_chat_message;
+int model_chat_render(const model_tokenizer *t, const model_chat_message *msgs, size_t n,
+                      bool add_generation_prompt, char **out, xd_err *e);
+
+#endif
