@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test, as CI runs them: install the packages, fetch the teacher, then
+#   1. the build with warnings as errors, and its ctest;
+#   2. the same tests under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. the fuzz targets (clang libFuzzer), each for XD_FUZZ_SECONDS (default 20).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+bash deploy/install-deps.sh
+bash deploy/fetch-teacher.sh models
+
+echo "== build (-Werror) and tests"
+bash deploy/build.sh
+(cd build && ctest --output-on-failure -j"$jobs")
+
+echo "== ASan + UBSan build and tests"
+XD_BUILD_DIR=build-asan bash deploy/build.sh -DXD_SANITIZE=ON
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --output-on-failure -j"$jobs")
+
+echo "== fuzz targets"
+CC=clang XD_BUILD_DIR=build-fuzz bash deploy/build.sh -DXD_FUZZ=ON -DXD_CUDA=OFF \
+  -DXD_FUZZ_SECONDS="${XD_FUZZ_SECONDS:-20}"
+(cd build-fuzz && ctest --output-on-failure -L fuzz -j"$jobs")

@@ -1,0 +1,179 @@
+/* xtrain generate: stream text from a model, greedy or sampled (temperature, top-p). */
+#include "args.h"
+#include "stages.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct prob_index {
+    float p;
+    int id;
+} prob_index;
+
+static int by_prob_desc(const void *a, const void *b) {
+    float x = ((const prob_index *)a)->p, y = ((const prob_index *)b)->p;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Greedy for temperature 0; else softmax(logits / T) restricted to the smallest set of tokens
+ * whose probability reaches top_p. */
+static int sample_token(float *logits, int V, double temperature, double top_p, xd_rng *rng,
+                        prob_index *scratch) {
+    if (temperature <= 0) {
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    for (int i = 0; i < V; i++) logits[i] = (float)(logits[i] / temperature);
+    kern_softmax_rows(logits, 1, V);
+    int n = V;
+    for (int i = 0; i < V; i++) scratch[i] = (prob_index){logits[i], i};
+    if (top_p < 1.0) {
+        qsort(scratch, (size_t)V, sizeof *scratch, by_prob_desc);
+        double cum = 0;
+        for (n = 0; n < V; n++) {
+            cum += scratch[n].p;
+            if (cum >= top_p) {
+                n++;
+                break;
+            }
+        }
+        if (n > V) n = V;
+    }
+    double total = 0;
+    for (int i = 0; i < n; i++) total += scratch[i].p;
+    double r = xd_rng_uniform(rng) * total, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += scratch[i].p;
+        if (r < acc) return scratch[i].id;
+    }
+    return scratch[n - 1].id;
+}
+
+int stage_generate(int argc, char **argv) {
+    const char *model_path = NULL, *prompt = NULL, *system = NULL;
+    bool chat = false, quiet = false;
+    int max_new = 128, seed = 0;
+    double temperature = 0.0, top_p = 1.0;
+    arg_spec specs[] = {
+        {"--model", ARG_STRING, &model_path, "HF model directory or .gguf file", false},
+        {"--prompt", ARG_STRING, &prompt, "the prompt text", false},
+        {"--chat", ARG_FLAG, &chat, "wrap the prompt as a user turn in the chat template", false},
+        {"--system", ARG_STRING, &system, "system message for --chat (default: the model's)", false},
+        {"--max-new", ARG_INT, &max_new, "tokens to generate at most (default 128)", false},
+        {"--temperature", ARG_DOUBLE, &temperature, "0 = greedy (default 0)", false},
+        {"--top-p", ARG_DOUBLE, &top_p, "nucleus sampling mass (default 1)", false},
+        {"--seed", ARG_INT, &seed, "sampling seed (default 0)", false},
+        {"--quiet", ARG_FLAG, &quiet, "no speed summary on stderr", false},
+    };
+    int n_specs = sizeof specs / sizeof specs[0];
+    const char *usage = "xtrain generate --model PATH --prompt TEXT [--chat] [--max-new N] "
+                        "[--temperature T] [--top-p P] [--seed S]";
+    xd_err e = {{0}};
+    int prc = args_parse(specs, n_specs, argc, argv, &e);
+    if (prc) {
+        if (prc < 0) fprintf(stderr, "xtrain generate: %s\n", e.msg);
+        args_usage(usage, specs, n_specs);
+        return prc < 0 ? 2 : 0;
+    }
+    const char *bad = !model_path ? "--model is required" : !prompt ? "--prompt is required"
+                    : max_new < 0 ? "--max-new must be >= 0"
+                    : !(temperature >= 0) ? "--temperature must be >= 0"
+                    : !(top_p > 0 && top_p <= 1) ? "--top-p must be in (0, 1]" : NULL;
+    if (bad) {
+        fprintf(stderr, "xtrain generate: %s\n", bad);
+        return 2;
+    }
+
+    model_transformer m;
+    if (model_transformer_load(model_path, &m, &e)) {
+        fprintf(stderr, "xtrain generate: %s\n", e.msg);
+        return 1;
+    }
+    int rc = 0;
+    char *text = NULL;
+    int *ids = NULL;
+    size_t n_ids = 0;
+    model_kv_cache cache = {0};
+    float *logits = NULL;
+    prob_index *scratch = NULL;
+    const model_tokenizer *tok = m.tokenizer;
+    if (!tok) {
+        rc = xd_fail(&e, "%s has no tokenizer", model_path);
+        goto done;
+    }
+    if (chat) {
+        model_chat_message msgs[2];
+        size_t n_msgs = 0;
+        if (system) msgs[n_msgs++] = (model_chat_message){"system", system};
+        msgs[n_msgs++] = (model_chat_message){"user", prompt};
+        if ((rc = model_chat_render(tok, msgs, n_msgs, true, &text, &e))) goto done;
+    }
+    const char *input = chat ? text : prompt;
+    rc = model_tokenizer_encode(tok, input, strlen(input), model_tokenizer_adds_bos(tok), chat, &ids,
+                                &n_ids, &e);
+    if (rc) goto done;
+    if (n_ids == 0) {
+        rc = xd_fail(&e, "the prompt encodes to no tokens");
+        goto done;
+    }
+    long capacity = (long)n_ids + max_new;
+    if (capacity > m.cfg.max_positions) {
+        if ((long)n_ids >= m.cfg.max_positions) {
+            rc = xd_fail(&e, "the prompt has %zu tokens; the model takes at most %d", n_ids,
+                         m.cfg.max_positions);
+            goto done;
+        }
+        capacity = m.cfg.max_positions;
+    }
+    int V = m.cfg.vocab;
+    if ((rc = model_kv_cache_init(&cache, &m.cfg, (int)capacity, &e))) goto done;
+    logits = xd_malloc(sizeof(float) * (size_t)V, &e);
+    scratch = logits ? xd_malloc(sizeof *scratch * (size_t)V, &e) : NULL;
+    if (!scratch) {
+        rc = -1;
+        goto done;
+    }
+    int eos = model_tokenizer_eos(tok), im_end = model_tokenizer_token_id(tok, "<|im_end|>");
+    xd_rng rng;
+    xd_rng_seed(&rng, (uint64_t)seed);
+
+    double t0 = xd_now();
+    if ((rc = model_transformer_forward(&m, &cache, ids, (int)n_ids, logits, false, &e))) goto done;
+    double t_prefill = xd_now() - t0;
+    int generated = 0;
+    double t1 = xd_now();
+    while (generated < max_new && cache.length < cache.capacity) {
+        int next = sample_token(logits, V, temperature, top_p, &rng, scratch);
+        if (next == eos || (chat && next == im_end)) break;
+        const char *bytes;
+        size_t len;
+        if (model_tokenizer_token_bytes(tok, next, &bytes, &len) == 0) {
+            fwrite(bytes, 1, len, stdout);
+            fflush(stdout);
+        }
+        generated++;
+        if (generated == max_new || cache.length == cache.capacity) break;
+        if ((rc = model_transformer_forward(&m, &cache, &next, 1, logits, false, &e))) goto done;
+    }
+    double t_decode = xd_now() - t1;
+    printf("\n");
+    if (!quiet)
+        fprintf(stderr, "[generate] prompt %zu tokens: prefill %.1f tok/s; %d new tokens: decode %.1f tok/s\n",
+                n_ids, n_ids / t_prefill, generated, generated > 0 ? generated / t_decode : 0.0);
+done:
+    if (rc) fprintf(stderr, "xtrain generate: %s\n", e.msg);
+    free(scratch);
+    free(logits);
+    model_kv_cache_free(&cache);
+    free(ids);
+    free(text);
+    model_transformer_free(&m);
+    return rc ? 1 : 0;
+}
