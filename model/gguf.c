@@ -399,17 +399,18 @@ static int parse_header_start(reader *r, model_gguf *g, uint64_t *kv_count,
     uint64_t left = bytes_left(r);
     if (*kv_count > left / GGUF_MIN_KV_BYTES)
         return xd_fail(r->e,
-                       "%s: truncated header: kv_count %llu is more than the %llu bytes after the "
-                       "header start can hold (each kv needs at least %d bytes)",
+                       "%s: truncated header: kv_count %llu cannot fit in the %llu bytes left in "
+                       "the file (each kv needs at least %d bytes)",
                        r->file, (unsigned long long)*kv_count, (unsigned long long)left,
                        GGUF_MIN_KV_BYTES);
     if (*tensor_count > (left - *kv_count * GGUF_MIN_KV_BYTES) / GGUF_MIN_TENSOR_INFO_BYTES)
         return xd_fail(r->e,
-                       "%s: truncated header: tensor_count %llu is more than the %llu bytes after "
-                       "the header start can hold with %llu kvs (each tensor info needs at least "
-                       "%d bytes)",
+                       "%s: truncated header: tensor_count %llu cannot fit in the %llu bytes left "
+                       "in the file after %llu kvs (each kv needs at least %d bytes, each tensor "
+                       "info at least %d)",
                        r->file, (unsigned long long)*tensor_count, (unsigned long long)left,
-                       (unsigned long long)*kv_count, GGUF_MIN_TENSOR_INFO_BYTES);
+                       (unsigned long long)*kv_count, GGUF_MIN_KV_BYTES,
+                       GGUF_MIN_TENSOR_INFO_BYTES);
     return 0;
 }
 
