@@ -69,9 +69,15 @@ int model_gguf_get_string(const model_gguf *g, const char *key, model_gguf_str *
 /* A string array (e.g. tokenizer.ggml.tokens): 0 and the kv when present with that type. */
 int model_gguf_get_array(const model_gguf *g, const char *key, model_gguf_type elem_type,
                          const model_gguf_kv **out, xd_err *e);
-/* Element i of a numeric array as int64 / double (any integer or float element type). */
+/* Element i of a numeric array as int64 / double (any integer, bool or float element type).
+ * 0 when kv is not such an array or i is out of range; array_int clamps floats to int64's range
+ * and truncates them toward zero, and gives INT64_MAX for uint64 elements above it. */
 int64_t model_gguf_array_int(const model_gguf_kv *kv, uint64_t i);
 double model_gguf_array_float(const model_gguf_kv *kv, uint64_t i);
+/* Element i of a string array; {NULL, 0} when kv is not a string array or i is out of range. */
+model_gguf_str model_gguf_array_string(const model_gguf_kv *kv, uint64_t i);
+/* "uint32", "string", ... for messages; "unknown" outside the enum. */
+const char *model_gguf_type_name(model_gguf_type t);
 
 uint64_t model_gguf_tensor_count(const model_gguf *g);
 /* Tensor views carry the row-major shape (GGUF ne[] reversed) and point into the map. */
