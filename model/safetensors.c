@@ -108,10 +108,10 @@ static bool st_json_nonneg(const json_t *j, int64_t *out) {
 }
 
 /* Validates one tensor entry and appends its view (data pointing into base). */
-static int st_parse_entry(model_safetensors *st, const char *path, const char *name,
-                          json_t *obj, const uint8_t *base, uint64_t data_size,
-                          uint32_t file_idx, xd_err *e) {
-    if (!json_is_object(obj)) return xd_fail(e, "%s: tensor %s: entry must be an object", path, name);
+static int st_parse_entry(model_safetensors *st, const char *path, const char *name, json_t *obj,
+                          const uint8_t *base, uint64_t data_size, uint32_t file_idx, xd_err *e) {
+    if (!json_is_object(obj))
+        return xd_fail(e, "%s: tensor %s: entry must be an object", path, name);
     const char *key;
     json_t *val;
     json_object_foreach(obj, key, val) {
@@ -124,7 +124,8 @@ static int st_parse_entry(model_safetensors *st, const char *path, const char *n
     if (!js) return xd_fail(e, "%s: tensor %s: missing \"shape\"", path, name);
     if (!jo) return xd_fail(e, "%s: tensor %s: missing \"data_offsets\"", path, name);
 
-    if (!json_is_string(jd)) return xd_fail(e, "%s: tensor %s: \"dtype\" must be a string", path, name);
+    if (!json_is_string(jd))
+        return xd_fail(e, "%s: tensor %s: \"dtype\" must be a string", path, name);
     model_tensor_view v = {0};
     if (!st_dtype_from_name(json_string_value(jd), &v.dtype))
         return xd_fail(e, "%s: tensor %s has dtype %s, which xdistill does not read", path, name,
@@ -212,7 +213,8 @@ static int st_check_overlap(model_safetensors *st, size_t first, const uint8_t *
     int rc = 0;
     for (size_t i = 1; i < cnt; i++) {
         const model_tensor_view *p = sorted[i - 1], *q = sorted[i];
-        uint64_t pb = (uint64_t)((const uint8_t *)p->data - base), qb = (uint64_t)((const uint8_t *)q->data - base);
+        uint64_t pb = (uint64_t)((const uint8_t *)p->data - base),
+                 qb = (uint64_t)((const uint8_t *)q->data - base);
         if (qb < pb + p->nbytes) {
             rc = xd_fail(e, "%s: tensors %s [%llu, %llu] and %s [%llu, %llu] overlap", path,
                          p->name, (unsigned long long)pb, (unsigned long long)(pb + p->nbytes),
@@ -225,13 +227,14 @@ static int st_check_overlap(model_safetensors *st, size_t first, const uint8_t *
 }
 
 /* Parses one file's bytes, appending its tensors and metadata to st. path names it in errors. */
-static int st_parse_file(model_safetensors *st, const uint8_t *data, size_t size,
-                         const char *path, uint32_t file_idx, xd_err *e) {
+static int st_parse_file(model_safetensors *st, const uint8_t *data, size_t size, const char *path,
+                         uint32_t file_idx, xd_err *e) {
     if (size < 8)
         return xd_fail(e, "%s: file is %zu bytes, too short for a safetensors header", path, size);
     uint64_t hlen = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)data[i] << (8 * i);
-    if (hlen < 2) return xd_fail(e, "%s: header length %llu is too small", path, (unsigned long long)hlen);
+    if (hlen < 2)
+        return xd_fail(e, "%s: header length %llu is too small", path, (unsigned long long)hlen);
     if (hlen > ST_HEADER_MAX)
         return xd_fail(e, "%s: header length %llu is more than the %llu allowed", path,
                        (unsigned long long)hlen, (unsigned long long)ST_HEADER_MAX);
@@ -264,7 +267,8 @@ static int st_parse_file(model_safetensors *st, const uint8_t *data, size_t size
             json_t *mv;
             json_object_foreach(val, mk, mv) {
                 if (!json_is_string(mv)) {
-                    rc = xd_fail(e, "%s: \"__metadata__\" value of \"%s\" must be a string", path, mk);
+                    rc = xd_fail(e, "%s: \"__metadata__\" value of \"%s\" must be a string", path,
+                                 mk);
                     goto done;
                 }
                 if ((rc = st_add_meta(st, mk, json_string_value(mv), e)) != 0) goto done;
@@ -298,10 +302,10 @@ static int st_build_index(model_safetensors *st, const char *path, const char *c
     qsort(st->by_name, st->n, sizeof *st->by_name, st_cmp_view_names);
     for (size_t i = 1; i < st->n; i++)
         if (!strcmp(st->by_name[i - 1]->name, st->by_name[i]->name)) {
-            size_t a = (size_t)(st->by_name[i - 1] - st->views), b = (size_t)(st->by_name[i] - st->views);
-            return xd_fail(e, "%s: tensor %s appears in both %s and %s", path,
-                           st->by_name[i]->name, file_names[st->file_of[a]],
-                           file_names[st->file_of[b]]);
+            size_t a = (size_t)(st->by_name[i - 1] - st->views),
+                   b = (size_t)(st->by_name[i] - st->views);
+            return xd_fail(e, "%s: tensor %s appears in both %s and %s", path, st->by_name[i]->name,
+                           file_names[st->file_of[a]], file_names[st->file_of[b]]);
         }
     return 0;
 }
@@ -312,8 +316,7 @@ int model_st_open_memory(const uint8_t *data, size_t size, const char *name,
     if (!name) name = "<memory>";
     model_safetensors *st = xd_calloc(1, sizeof *st, e);
     if (!st) return -1;
-    if (st_parse_file(st, data, size, name, 0, e) != 0 ||
-        st_build_index(st, name, &name, e) != 0) {
+    if (st_parse_file(st, data, size, name, 0, e) != 0 || st_build_index(st, name, &name, e) != 0) {
         model_st_close(st);
         return -1;
     }
@@ -333,19 +336,17 @@ static int st_cmp_str(const void *a, const void *b) {
 }
 
 /* A shard must be a plain file name inside the directory, never a path out of it. */
-static bool st_shard_name_ok(const char *s) {
-    return s[0] && !strchr(s, '/') && !strstr(s, "..");
-}
+static bool st_shard_name_ok(const char *s) { return s[0] && !strchr(s, '/') && !strstr(s, ".."); }
 
-static int st_open_index(model_safetensors *st, const char *dir, const char *index_path, xd_err *e) {
+static int st_open_index(model_safetensors *st, const char *dir, const char *index_path,
+                         xd_err *e) {
     char *text;
     size_t len;
     if (xd_read_file(index_path, (size_t)ST_HEADER_MAX, &text, &len, e) != 0) return -1;
     json_error_t je;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     free(text);
-    if (!root)
-        return xd_fail(e, "%s: not valid JSON: %s (line %d)", index_path, je.text, je.line);
+    if (!root) return xd_fail(e, "%s: not valid JSON: %s (line %d)", index_path, je.text, je.line);
     int rc = -1;
     const char **shards = NULL, **paths = NULL;
     size_t n_shards = 0;
@@ -586,8 +587,10 @@ static char *st_build_header(const char *path, const model_st_entry *entries, si
         uint64_t numel = 1;
         json_t *shape = json_array(), *obj = json_object(), *offs = json_array();
         bool ok = shape && obj && offs;
-        if (ok) ok = json_object_set_new(root, name, obj) == 0;
-        else json_decref(obj);
+        if (ok)
+            ok = json_object_set_new(root, name, obj) == 0;
+        else
+            json_decref(obj);
         if (!ok) {
             json_decref(shape);
             json_decref(offs);

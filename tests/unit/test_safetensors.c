@@ -2,8 +2,8 @@
 #include "test.h"
 
 #include <dirent.h>
-#include <sys/stat.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char tmpdir[] = "/tmp/xd_test_st_XXXXXX";
@@ -56,7 +56,7 @@ static void expect_header_err_(const char *header, size_t dlen, const char *frag
     expect_mem_err_(buf, size, fragment, line);
     free(buf);
 }
-#define expect_header_err(header, dlen, fragment) \
+#define expect_header_err(header, dlen, fragment)                                                  \
     expect_header_err_(header, dlen, fragment, __LINE__)
 
 static int header_ok(const char *header, size_t dlen) {
@@ -66,8 +66,10 @@ static int header_ok(const char *header, size_t dlen) {
     model_safetensors *st;
     xd_err e;
     int rc = model_st_open_memory(buf, size, "mem.st", &st, &e);
-    if (rc == 0) model_st_close(st);
-    else fprintf(stderr, "unexpected error: %s\n", e.msg);
+    if (rc == 0)
+        model_st_close(st);
+    else
+        fprintf(stderr, "unexpected error: %s\n", e.msg);
     free(buf);
     return rc;
 }
@@ -86,12 +88,9 @@ static void test_round_trip(void) {
     int32_t i32[2] = {-5, 123456};
     float scalar = 42.0f;
     model_st_entry entries[] = {
-        {"layers.0.w", MODEL_F32, 2, {2, 3}, f32},
-        {"layers.0.h", MODEL_F16, 1, {4}, f16},
-        {"layers.0.b", MODEL_BF16, 2, {2, 2}, bf16},
-        {"ids", MODEL_I64, 1, {3}, i64},
-        {"small", MODEL_I32, 1, {2}, i32},
-        {"scalar", MODEL_F32, 0, {0}, &scalar},
+        {"layers.0.w", MODEL_F32, 2, {2, 3}, f32},   {"layers.0.h", MODEL_F16, 1, {4}, f16},
+        {"layers.0.b", MODEL_BF16, 2, {2, 2}, bf16}, {"ids", MODEL_I64, 1, {3}, i64},
+        {"small", MODEL_I32, 1, {2}, i32},           {"scalar", MODEL_F32, 0, {0}, &scalar},
         {"empty", MODEL_F32, 2, {0, 5}, NULL},
     };
     const size_t n = sizeof entries / sizeof entries[0];
@@ -358,7 +357,8 @@ static void test_sharded(void) {
                         "model-00001-of-00002.safetensors");
     /* Shard names may not leave the directory. */
     write_index(dir, "{\"weight_map\": {\"embed\": \"../evil.safetensors\"}}");
-    expect_dir_err(dir, "shard name \"../evil.safetensors\" (tensor embed) must be a plain file name");
+    expect_dir_err(dir,
+                   "shard name \"../evil.safetensors\" (tensor embed) must be a plain file name");
     write_index(dir, "{\"weight_map\": {\"embed\": \"/etc/passwd\"}}");
     expect_dir_err(dir, "must be a plain file name");
     write_index(dir, "{\"weight_map\": {\"embed\": \"..\"}}");
@@ -434,8 +434,8 @@ static void test_truncation(void) {
         model_safetensors *st;
         xd_err err = {{0}};
         int rc = model_st_open_memory(copy, cut, "trunc", &st, &err);
-        CHECK_MSG(rc < 0 && strncmp(err.msg, "trunc: ", 7) == 0, "cut %zu: rc %d \"%s\"", cut,
-                  rc, err.msg);
+        CHECK_MSG(rc < 0 && strncmp(err.msg, "trunc: ", 7) == 0, "cut %zu: rc %d \"%s\"", cut, rc,
+                  err.msg);
         if (rc == 0) model_st_close(st);
         free(copy);
     }
@@ -457,7 +457,8 @@ static void test_truncation(void) {
 static void test_header_errors(void) {
     /* Header length field. */
     uint8_t huge[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{', '}'};
-    expect_mem_err(huge, sizeof huge, "header length 18446744073709551615 is more than the 100000000 allowed");
+    expect_mem_err(huge, sizeof huge,
+                   "header length 18446744073709551615 is more than the 100000000 allowed");
     uint8_t big[16] = {0x01, 0xe1, 0xf5, 0x05, 0, 0, 0, 0, '{', '}'}; /* 100000001 */
     expect_mem_err(big, sizeof big, "is more than the 100000000 allowed");
     uint8_t past[16] = {9, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '};
@@ -482,24 +483,28 @@ static void test_header_errors(void) {
     CHECK(header_ok("{}    \n\t ", 0) == 0); /* trailing whitespace is padding */
 
     /* Metadata. */
-    expect_header_err("{\"__metadata__\": [\"a\"]}", 0, "\"__metadata__\" must be an object of strings");
-    expect_header_err("{\"__metadata__\": {\"a\": 1}}", 0, "\"__metadata__\" value of \"a\" must be a string");
+    expect_header_err("{\"__metadata__\": [\"a\"]}", 0,
+                      "\"__metadata__\" must be an object of strings");
+    expect_header_err("{\"__metadata__\": {\"a\": 1}}", 0,
+                      "\"__metadata__\" value of \"a\" must be a string");
 
     /* Wrong JSON types, named by tensor and key. */
-    expect_header_err("{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": \"4\", "
-                      "\"data_offsets\": [0, 16]}}",
-                      16, "tensor model.norm.weight: \"shape\" must be an array of non-negative integers");
-    expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [1.5], \"data_offsets\": [0, 4]}}", 4,
-                      "tensor w: \"shape\" must be an array of non-negative integers");
-    expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [2, -1], \"data_offsets\": [0, 4]}}", 4,
-                      "tensor w: \"shape\" must be an array of non-negative integers");
-    expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [true], \"data_offsets\": [0, 4]}}", 4,
-                      "tensor w: \"shape\" must be an array of non-negative integers");
+    expect_header_err(
+        "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": \"4\", "
+        "\"data_offsets\": [0, 16]}}",
+        16, "tensor model.norm.weight: \"shape\" must be an array of non-negative integers");
+    expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [1.5], \"data_offsets\": [0, 4]}}",
+                      4, "tensor w: \"shape\" must be an array of non-negative integers");
+    expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [2, -1], \"data_offsets\": [0, 4]}}",
+                      4, "tensor w: \"shape\" must be an array of non-negative integers");
+    expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [true], \"data_offsets\": [0, 4]}}",
+                      4, "tensor w: \"shape\" must be an array of non-negative integers");
     expect_header_err("{\"w\": {\"dtype\": 32, \"shape\": [1], \"data_offsets\": [0, 4]}}", 4,
                       "tensor w: \"dtype\" must be a string");
     expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0]}}", 4,
                       "tensor w: \"data_offsets\" must be an array of two non-negative integers");
-    expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4, 8]}}", 8,
+    expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4, 8]}}",
+                      8,
                       "tensor w: \"data_offsets\" must be an array of two non-negative integers");
     expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": \"0-4\"}}", 4,
                       "tensor w: \"data_offsets\" must be an array of two non-negative integers");
@@ -517,12 +522,12 @@ static void test_header_errors(void) {
                       4, "tensor w: unexpected key \"extra\"");
 
     /* Dtypes xdistill does not read. */
-    expect_header_err("{\"w\": {\"dtype\": \"F8_E4M3\", \"shape\": [1], \"data_offsets\": [0, 1]}}", 1,
-                      "tensor w has dtype F8_E4M3, which xdistill does not read");
+    expect_header_err("{\"w\": {\"dtype\": \"F8_E4M3\", \"shape\": [1], \"data_offsets\": [0, 1]}}",
+                      1, "tensor w has dtype F8_E4M3, which xdistill does not read");
     expect_header_err("{\"w\": {\"dtype\": \"BOOL\", \"shape\": [1], \"data_offsets\": [0, 1]}}", 1,
                       "tensor w has dtype BOOL, which xdistill does not read");
-    expect_header_err("{\"w\": {\"dtype\": \"Q8_0\", \"shape\": [32], \"data_offsets\": [0, 34]}}", 34,
-                      "tensor w has dtype Q8_0, which xdistill does not read");
+    expect_header_err("{\"w\": {\"dtype\": \"Q8_0\", \"shape\": [32], \"data_offsets\": [0, 34]}}",
+                      34, "tensor w has dtype Q8_0, which xdistill does not read");
 
     /* Shapes. */
     expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [1,1,1,1,1,1,1,1,1], "
@@ -535,11 +540,13 @@ static void test_header_errors(void) {
                       "\"data_offsets\": [0, 4]}}",
                       4, "tensor w: tensor size overflows");
     CHECK(header_ok("{\"w\": {\"dtype\": \"F32\", \"shape\": [1,1,1,1,1,1,1,1], "
-                    "\"data_offsets\": [0, 4]}}", 4) == 0);
+                    "\"data_offsets\": [0, 4]}}",
+                    4) == 0);
 
     /* Offsets. */
-    expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 4,
-                      "tensor w: data_offsets [0, 8] run past the end of the data section (4 bytes)");
+    expect_header_err(
+        "{\"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 4,
+        "tensor w: data_offsets [0, 8] run past the end of the data section (4 bytes)");
     expect_header_err("{\"w\": {\"dtype\": \"F32\", \"shape\": [2], "
                       "\"data_offsets\": [9223372036854775800, 9223372036854775807]}}",
                       4, "run past the end of the data section");
