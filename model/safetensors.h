@@ -32,7 +32,9 @@ typedef struct model_st_entry {
     const void *data;
 } model_st_entry;
 /* Writes atomically (temporary name, fsync, rename). metadata: NULL or pairs of key, value
- * strings, n_metadata pairs. */
+ * strings, n_metadata pairs. Data is packed with no gaps from an 8-byte aligned start (the
+ * Python loader requires contiguous tensors), so a tensor is aligned to its element size only if
+ * those before it keep it so: list wider dtypes first when alignment matters. */
 int model_st_write(const char *path, const model_st_entry *entries, size_t n,
                    const char *const *metadata, size_t n_metadata, xd_err *e);
 
