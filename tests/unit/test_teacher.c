@@ -1,9 +1,11 @@
+#define _XOPEN_SOURCE 700
 /* The teacher forward pass against Hugging Face transformers (float64 golden logits), the GGUF
  * loader against the HF checkpoint it was converted from, the KV cache against a full forward,
  * and the loader's errors. */
 #include "model/model.h"
 #include "test.h"
 
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,13 +46,13 @@ static double rel_max_err(const float *a, const float *b, size_t n) {
 /* Full forward of the golden ids, then again in pieces through the KV cache (a prefix, then one
  * token at a time): both must reproduce transformers' logits. */
 static void check_golden(const char *model_path, const char *case_dir) {
-    char path[1024];
+    char path[2048];
     xd_err e = {{0}};
     model_transformer m;
     int rc = model_transformer_load(model_path, &m, &e);
     CHECK_MSG(rc == 0, "%s: %s", model_path, e.msg);
     if (rc) return;
-    int n;
+    int n = 0;
     snprintf(path, sizeof path, "%s/ids.txt", case_dir);
     int *ids = read_ids(path, &n);
     CHECK_MSG(ids && n > 0, "cannot read %s", path);
@@ -131,9 +133,11 @@ static void check_config_parsing(void) {
 
 /* A checkpoint whose config disagrees with its weights is an error naming the tensor. */
 static void check_mismatched_checkpoint(const char *golden) {
-    char dir[] = "/tmp/xd_test_teacher_XXXXXX", src[1024], dst[1024];
+    char dir[] = "/tmp/xd_test_teacher_XXXXXX", src[PATH_MAX], dst[1024];
     CHECK(mkdtemp(dir) != NULL);
-    snprintf(src, sizeof src, "%s/llama/model.safetensors", golden);
+    char rel[2048];
+    snprintf(rel, sizeof rel, "%s/llama/model.safetensors", golden);
+    CHECK(realpath(rel, src) != NULL); /* the link must work from /tmp */
     snprintf(dst, sizeof dst, "%s/model.safetensors", dir);
     CHECK(symlink(src, dst) == 0);
     const char *base = "{\"model_type\": \"llama\", \"hidden_size\": 64, \"num_attention_heads\": 4,"
@@ -161,7 +165,7 @@ static void check_mismatched_checkpoint(const char *golden) {
 }
 
 int main(void) {
-    char golden[1024], model[1024], case_dir[1024];
+    char golden[900], model[1024], case_dir[1024];
     snprintf(golden, sizeof golden, "%s/golden", test_data_dir());
     const char *cases[] = {"llama", "qwen2", "llama3_rope"};
     for (size_t i = 0; i < 3; i++) {
