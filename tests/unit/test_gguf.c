@@ -340,6 +340,7 @@ static void check_metadata(const model_gguf *g) {
     /* Arrays. */
     CHECK(model_gguf_get_array(g, "a.u8", MODEL_GGUF_UINT8, &arr, &e) == 0);
     CHECK(arr->array_count == 3 && model_gguf_array_int(arr, 2) == 255);
+    CHECK(model_gguf_array_float(arr, 2) == 255.0);
     CHECK(model_gguf_array_int(arr, 3) == 0); /* out of range */
     CHECK(model_gguf_get_array(g, "a.i16", MODEL_GGUF_INT16, &arr, &e) == 0);
     CHECK(model_gguf_array_int(arr, 0) == -1 && model_gguf_array_int(arr, 1) == 300);
@@ -566,6 +567,8 @@ static void test_header_errors(void) {
         xd_err e;
         int rc = model_gguf_open_memory(NULL, 0, NULL, &g, &e);
         CHECK_ERR_CONTAINS(rc, e, "<memory>: truncated header: magic");
+        rc = model_gguf_open_memory(NULL, 5, "null.gguf", &g, &e);
+        CHECK_ERR_CONTAINS(rc, e, "null.gguf: no data");
     }
 
     /* Counts no file could hold, before anything is allocated for them. */
@@ -648,6 +651,20 @@ static void test_header_errors(void) {
     }
     reset(&b), header(&b, 3, 0, 1), kv_key(&b, "general.alignment", T_STR), put_str(&b, "32");
     EXPECT_ERROR(&b, "general.alignment is a string");
+    /* Any integer type holding a positive power of two will do. */
+    reset(&b), header(&b, 3, 1, 1), kv_key(&b, "general.alignment", T_I16), put_u16(&b, 16);
+    tensor_info(&b, "w", 1, (const uint64_t[]){4}, G_F32, 16), pad_to(&b, 16);
+    for (int i = 0; i < 32; i++) put_u8(&b, (uint8_t)i);
+    {
+        model_gguf *g = NULL;
+        uint8_t *copy;
+        xd_err e;
+        CHECK_MSG(open_copy(b.p, b.len, "align16.gguf", &g, &copy, &e) == 0, "%s", e.msg);
+        const model_tensor_view *w = g ? model_gguf_tensor(g, "w") : NULL;
+        CHECK(w && ((const uint8_t *)w->data)[0] == 16 && w->nbytes == 16);
+        model_gguf_close(g);
+        free(copy);
+    }
     free(b.p);
 }
 
