@@ -56,7 +56,10 @@ static void pad_to(buf *b, size_t alignment) {
 }
 
 /* GGUF value types and ggml tensor types, as numbers straight from the format. */
-enum { T_U8 = 0, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 };
+enum {
+    T_U8 = 0, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32,
+    T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64
+};
 enum { G_F32 = 0, G_F16 = 1, G_Q4_0 = 2, G_Q4_1 = 3, G_Q8_0 = 8, G_Q4_K = 12, G_BF16 = 30 };
 
 static void header(buf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
@@ -191,7 +194,8 @@ static int make_tensors(test_tensor *t) {
             int nib[32];
             for (int j = 0; j < 32; j++) nib[j] = (j * 5 + 3 + blk) % 16;
             for (int j = 0; j < 16; j++) p[4 + j] = (uint8_t)(nib[j] | (nib[j + 16] << 4));
-            for (int j = 0; j < 32; j++) x->expected[32 * blk + j] = (float)nib[j] * d[blk] + m[blk];
+            for (int j = 0; j < 32; j++)
+                x->expected[32 * blk + j] = (float)nib[j] * d[blk] + m[blk];
         }
         x->nbytes = 40;
         x->numel = 64;
@@ -384,7 +388,8 @@ static void check_kv_order(const model_gguf *g, bool with_alignment) {
     CHECK(model_gguf_kv_count(g) == KV_COUNT + first);
     for (uint64_t i = 0; i < KV_COUNT; i++) {
         const model_gguf_kv *kv = model_gguf_kv_at(g, i + first);
-        CHECK(kv && kv->key.len == strlen(keys[i]) && memcmp(kv->key.ptr, keys[i], kv->key.len) == 0);
+        CHECK(kv && kv->key.len == strlen(keys[i]) &&
+              memcmp(kv->key.ptr, keys[i], kv->key.len) == 0);
         if (kv && i < 14) CHECK(kv->type == types[i] && kv->array_strings == NULL);
         if (kv && i >= 14) CHECK(kv->type == MODEL_GGUF_ARRAY);
         CHECK(model_gguf_find(g, keys[i]) == kv);
