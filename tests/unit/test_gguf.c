@@ -56,7 +56,10 @@ static void pad_to(buf *b, size_t alignment) {
 }
 
 /* GGUF value types and ggml tensor types, as numbers straight from the format. */
-enum { T_U8 = 0, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 };
+enum {
+    T_U8 = 0, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32,
+    T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64
+};
 enum { G_F32 = 0, G_F16 = 1, G_Q4_0 = 2, G_Q4_1 = 3, G_Q8_0 = 8, G_Q4_K = 12, G_BF16 = 30 };
 
 static void header(buf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
@@ -191,7 +194,8 @@ static int make_tensors(test_tensor *t) {
             int nib[32];
             for (int j = 0; j < 32; j++) nib[j] = (j * 5 + 3 + blk) % 16;
             for (int j = 0; j < 16; j++) p[4 + j] = (uint8_t)(nib[j] | (nib[j + 16] << 4));
-            for (int j = 0; j < 32; j++) x->expected[32 * blk + j] = (float)nib[j] * d[blk] + m[blk];
+            for (int j = 0; j < 32; j++)
+                x->expected[32 * blk + j] = (float)nib[j] * d[blk] + m[blk];
         }
         x->nbytes = 40;
         x->numel = 64;
@@ -340,6 +344,7 @@ static void check_metadata(const model_gguf *g) {
     /* Arrays. */
     CHECK(model_gguf_get_array(g, "a.u8", MODEL_GGUF_UINT8, &arr, &e) == 0);
     CHECK(arr->array_count == 3 && model_gguf_array_int(arr, 2) == 255);
+    CHECK(model_gguf_array_float(arr, 2) == 255.0);
     CHECK(model_gguf_array_int(arr, 3) == 0); /* out of range */
     CHECK(model_gguf_get_array(g, "a.i16", MODEL_GGUF_INT16, &arr, &e) == 0);
     CHECK(model_gguf_array_int(arr, 0) == -1 && model_gguf_array_int(arr, 1) == 300);
@@ -383,7 +388,8 @@ static void check_kv_order(const model_gguf *g, bool with_alignment) {
     CHECK(model_gguf_kv_count(g) == KV_COUNT + first);
     for (uint64_t i = 0; i < KV_COUNT; i++) {
         const model_gguf_kv *kv = model_gguf_kv_at(g, i + first);
-        CHECK(kv && kv->key.len == strlen(keys[i]) && memcmp(kv->key.ptr, keys[i], kv->key.len) == 0);
+        CHECK(kv && kv->key.len == strlen(keys[i]) &&
+              memcmp(kv->key.ptr, keys[i], kv->key.len) == 0);
         if (kv && i < 14) CHECK(kv->type == types[i] && kv->array_strings == NULL);
         if (kv && i >= 14) CHECK(kv->type == MODEL_GGUF_ARRAY);
         CHECK(model_gguf_find(g, keys[i]) == kv);
@@ -566,6 +572,8 @@ static void test_header_errors(void) {
         xd_err e;
         int rc = model_gguf_open_memory(NULL, 0, NULL, &g, &e);
         CHECK_ERR_CONTAINS(rc, e, "<memory>: truncated header: magic");
+        rc = model_gguf_open_memory(NULL, 5, "null.gguf", &g, &e);
+        CHECK_ERR_CONTAINS(rc, e, "null.gguf: no data");
     }
 
     /* Counts no file could hold, before anything is allocated for them. */
@@ -648,6 +656,20 @@ static void test_header_errors(void) {
     }
     reset(&b), header(&b, 3, 0, 1), kv_key(&b, "general.alignment", T_STR), put_str(&b, "32");
     EXPECT_ERROR(&b, "general.alignment is a string");
+    /* Any integer type holding a positive power of two will do. */
+    reset(&b), header(&b, 3, 1, 1), kv_key(&b, "general.alignment", T_I16), put_u16(&b, 16);
+    tensor_info(&b, "w", 1, (const uint64_t[]){4}, G_F32, 16), pad_to(&b, 16);
+    for (int i = 0; i < 32; i++) put_u8(&b, (uint8_t)i);
+    {
+        model_gguf *g = NULL;
+        uint8_t *copy;
+        xd_err e;
+        CHECK_MSG(open_copy(b.p, b.len, "align16.gguf", &g, &copy, &e) == 0, "%s", e.msg);
+        const model_tensor_view *w = g ? model_gguf_tensor(g, "w") : NULL;
+        CHECK(w && ((const uint8_t *)w->data)[0] == 16 && w->nbytes == 16);
+        model_gguf_close(g);
+        free(copy);
+    }
     free(b.p);
 }
 
