@@ -40,7 +40,8 @@
  *     param.addcdiv_(exp_avg, denom, value=-step_size)
  * The Python scalars are doubles, cast to float when they meet the float32 tensors; the
  * tensor arithmetic below is float in the same order (ATen's lerp for weight < 0.5 is
- * self + weight * (end - self); addcmul is self + value * t1 * t2; addcdiv self + value * t1 / t2). */
+ * self + weight * (end - self); addcmul is self + value * t1 * t2; addcdiv self + value * t1 / t2).
+ * Same formula, not promised bit for bit: ATen's vectorised lerp rounds through an FMA. */
 void kern_adamw_step(float *p, const float *g, float *m, float *v, size_t n,
                      const kern_adamw *cfg, long step) {
     float decay = (float)(1.0 - cfg->lr * cfg->weight_decay);

@@ -895,6 +895,32 @@ static void bench_mlp(void) {
     free(du), free(dh);
 }
 
+/* And the logit side: top-k of teacher rows and the fused distill loss at SmolLM2's vocab. */
+static void bench_losses(void) {
+    const char *skip = getenv("XD_SKIP_BENCH");
+    if (skip && *skip) return;
+    enum { T = 256, V = 49152, K = KERN_TOPK_DEFAULT };
+    size_t nl = (size_t)T * V;
+    float *teacher = malloc(sizeof(float) * nl), *student = malloc(sizeof(float) * nl);
+    float *grad = malloc(sizeof(float) * nl), *tval = malloc(sizeof(float) * T * K);
+    int *idx = malloc(sizeof(int) * T * K), *targets = malloc(sizeof(int) * T);
+    for (size_t i = 0; i < nl; i++) {
+        teacher[i] = 3 * xd_rng_normal(&rng);
+        student[i] = 3 * xd_rng_normal(&rng);
+    }
+    for (int t = 0; t < T; t++) targets[t] = (int)(xd_rng_next(&rng) % V);
+    xd_err err;
+    double t0 = xd_now();
+    CHECK(kern_topk_f32(idx, tval, teacher, T, V, K, &err) == 0);
+    double t1 = xd_now(), ce, kl;
+    CHECK(kern_distill_loss_f32(&ce, &kl, grad, student, targets, idx, tval, T, V, K, 0.9, 0.1,
+                                &err) == 0);
+    double t2 = xd_now();
+    printf("timing: %d rows x V=%d: top-%d %.2f ms/row, fused CE+KL loss+grad %.2f ms/row\n", T,
+           V, K, (t1 - t0) * 1e3 / T, (t2 - t1) * 1e3 / T);
+    free(teacher), free(student), free(grad), free(tval), free(idx), free(targets);
+}
+
 int main(void) {
     xd_rng_seed(&rng, 20240611);
     test_linear();
@@ -914,5 +940,6 @@ int main(void) {
     test_clip();
     test_schedule();
     bench_mlp();
+    bench_losses();
     TEST_MAIN_END();
 }
