@@ -382,35 +382,35 @@ int model_transformer_forward(const model_transformer *m, model_kv_cache *cache,
     float *x = buf, *xn = x + nx, *q = xn + nx, *att = q + nq, *gate = att + nq, *up = gate + nf;
     float *scores = up + nf, *cos_t = scores + (size_t)n * total, *sin_t = cos_t + (size_t)n * half;
 
-    kern_rope_tables(cos_t, sin_t, pos0, n, half, m->rope_inv_freq);
+    kern_rope_tables_f32(cos_t, sin_t, pos0, n, half, m->rope_inv_freq);
     for (int t = 0; t < n; t++) memcpy(x + (size_t)t * D, m->embed + (size_t)tokens[t] * D, sizeof(float) * D);
 
     size_t layer_stride = (size_t)cache->capacity * kvd;
     for (int l = 0; l < c->n_layers; l++) {
         const model_layer_weights *w = &m->layers[l];
         float *kc = cache->k + l * layer_stride, *vc = cache->v + l * layer_stride;
-        kern_rmsnorm(xn, x, w->attn_norm, n, D, (float)c->rms_eps);
-        kern_linear(q, xn, w->wq, w->bq, n, D, qd);
-        kern_linear(kc + (size_t)pos0 * kvd, xn, w->wk, w->bk, n, D, kvd);
-        kern_linear(vc + (size_t)pos0 * kvd, xn, w->wv, w->bv, n, D, kvd);
-        kern_rope(q, n, c->n_heads, hd, 0, cos_t, sin_t);
-        kern_rope(kc + (size_t)pos0 * kvd, n, c->n_kv_heads, hd, 0, cos_t, sin_t);
-        kern_attention_causal(att, q, kc, vc, n, pos0, c->n_heads, c->n_kv_heads, hd,
+        kern_rmsnorm_f32(xn, x, w->attn_norm, n, D, (float)c->rms_eps);
+        kern_linear_f32(q, xn, w->wq, w->bq, n, D, qd);
+        kern_linear_f32(kc + (size_t)pos0 * kvd, xn, w->wk, w->bk, n, D, kvd);
+        kern_linear_f32(vc + (size_t)pos0 * kvd, xn, w->wv, w->bv, n, D, kvd);
+        kern_rope_f32(q, n, c->n_heads, hd, 0, cos_t, sin_t);
+        kern_rope_f32(kc + (size_t)pos0 * kvd, n, c->n_kv_heads, hd, 0, cos_t, sin_t);
+        kern_attention_causal_f32(att, q, kc, vc, n, pos0, c->n_heads, c->n_kv_heads, hd,
                               c->sliding_window, scores);
-        kern_linear(xn, att, w->wo, w->bo, n, qd, D);
+        kern_linear_f32(xn, att, w->wo, w->bo, n, qd, D);
         for (size_t i = 0; i < nx; i++) x[i] += xn[i];
-        kern_rmsnorm(xn, x, w->mlp_norm, n, D, (float)c->rms_eps);
-        kern_linear(gate, xn, w->w_gate, NULL, n, D, F);
-        kern_linear(up, xn, w->w_up, NULL, n, D, F);
-        kern_swiglu(gate, gate, up, nf);
-        kern_linear(xn, gate, w->w_down, NULL, n, F, D);
+        kern_rmsnorm_f32(xn, x, w->mlp_norm, n, D, (float)c->rms_eps);
+        kern_linear_f32(gate, xn, w->w_gate, NULL, n, D, F);
+        kern_linear_f32(up, xn, w->w_up, NULL, n, D, F);
+        kern_swiglu_f32(gate, gate, up, nf);
+        kern_linear_f32(xn, gate, w->w_down, NULL, n, F, D);
         for (size_t i = 0; i < nx; i++) x[i] += xn[i];
     }
     cache->length = total;
     if (logits) {
         int first = all_logits ? 0 : n - 1, rows = all_logits ? n : 1;
-        kern_rmsnorm(xn, x + (size_t)first * D, m->final_norm, rows, D, (float)c->rms_eps);
-        kern_linear(logits, xn, m->lm_head, NULL, rows, D, c->vocab);
+        kern_rmsnorm_f32(xn, x + (size_t)first * D, m->final_norm, rows, D, (float)c->rms_eps);
+        kern_linear_f32(logits, xn, m->lm_head, NULL, rows, D, c->vocab);
     }
     free(buf);
     return 0;

@@ -128,11 +128,8 @@ static void test_linear(void) {
     check_grad("linear dW", c.w, nw, lin_loss, &c, dw, dw32);
     check_grad("linear db", c.b, c.out, lin_loss, &c, db, db32);
 
-    /* The templated f32 forward is the cpu_ops.c one. */
     float *b32 = to32(c.b, c.out), *y1 = zeros32(ny), *y2 = zeros32(ny);
-    kern_linear(y1, x32, w32, b32, c.n, c.in, c.out);
     kern_linear_f32(y2, x32, w32, b32, c.n, c.in, c.out);
-    CHECK(memcmp(y1, y2, sizeof(float) * ny) == 0);
 
     free(c.x), free(c.w), free(c.b), free(c.r), free(c.y), free(pre_x), free(pre_w), free(pre_b);
     free(dx), free(dw), free(db), free(dx2), free(x32), free(w32), free(r32), free(dx32);
@@ -175,9 +172,7 @@ static void test_rmsnorm(void) {
     CHECK(relerr(dx2, dx, nx) < 1e-14);
 
     float *y1 = zeros32(nx), *y2 = zeros32(nx);
-    kern_rmsnorm(y1, x32, w32, c.n, c.d, 1e-5f);
     kern_rmsnorm_f32(y2, x32, w32, c.n, c.d, 1e-5f);
-    CHECK(memcmp(y1, y2, sizeof(float) * nx) == 0);
     free(c.x), free(c.w), free(c.r), free(c.y), free(dx), free(dw), free(dx2), free(x32);
     free(w32), free(r32), free(dx32), free(dw32), free(y1), free(y2);
 }
@@ -271,9 +266,7 @@ static void test_swiglu(void) {
     CHECK(of[0] == 0 && dgf[0] == 0 && of[1] == 1000 && dgf[1] == 1);
 
     float *y1 = zeros32(c.count), *y2 = zeros32(c.count);
-    kern_swiglu(y1, g32, u32, c.count);
     kern_swiglu_f32(y2, g32, u32, c.count);
-    CHECK(memcmp(y1, y2, sizeof(float) * c.count) == 0);
     free(c.g), free(c.u), free(c.r), free(c.y), free(dg), free(du), free(g32), free(u32);
     free(r32), free(dg32), free(du32), free(y1), free(y2);
 }
@@ -354,11 +347,7 @@ static void test_attention(int window) {
     check_grad("attention dv", c.v, nk, att_loss, &c, dv, dv32);
 
     float *y1 = zeros32(nq), *y2 = zeros32(nq);
-    kern_attention_causal(y1, q32, k32, v32, c.n, c.pos0, c.h, c.g, c.hd, c.window, s32);
     kern_attention_causal_f32(y2, q32, k32, v32, c.n, c.pos0, c.h, c.g, c.hd, c.window, s32);
-    double d = 0;
-    for (size_t i = 0; i < nq; i++) d = fmax(d, fabs((double)y1[i] - y2[i]));
-    CHECK(d < 1e-6);
     free(c.q), free(c.k), free(c.v), free(c.r), free(c.y), free(c.scratch), free(dq), free(dk);
     free(dv), free(q32), free(k32), free(v32), free(r32), free(dq32), free(dk32), free(dv32);
     free(s32), free(y1), free(y2);
