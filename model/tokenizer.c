@@ -348,7 +348,7 @@ static bool pair_find(const model_tokenizer *t, int a, int b, float *pri, int *m
 
 int tok_add_merge(model_tokenizer *t, int index, const char *a, size_t alen, const char *b,
                   size_t blen, xd_err *e) {
-    char sb[200], sb2[200];
+    char sb[200], sb2[200], sb3[200];
     int ia = tok_lookup(t, a, alen), ib = tok_lookup(t, b, blen);
     if (ia < 0)
         return xd_fail(e, "merge %d names token \"%s\" that is not in the vocabulary", index,
@@ -365,7 +365,7 @@ int tok_add_merge(model_tokenizer *t, int index, const char *a, size_t alen, con
     if (im < 0)
         return xd_fail(e, "merge %d (\"%s\" + \"%s\") makes \"%s\", which is not in the vocabulary",
                        index, show(a, alen, sb, sizeof sb), show(b, blen, sb2, sizeof sb2),
-                       show(cat, alen + blen, sb2, sizeof sb2));
+                       show(cat, alen + blen, sb3, sizeof sb3));
     if (t->n_pairs + 1 > (t->pair_mask + 1) / 2 + 8)
         return xd_fail(e, "internal: merge table too small");
     pair_insert(t, ia, ib, (float)index, im);
