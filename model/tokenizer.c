@@ -394,16 +394,6 @@ int tok_build_score_merges(model_tokenizer *t, xd_err *e) {
 }
 
 int tok_finish(model_tokenizer *t, xd_err *e) {
-    if (t->algo == TOK_ALGO_BYTE_BPE) {
-        for (int b = 0; b < 256; b++) {
-            if (t->byte_id[b] < 0) {
-                char s[8];
-                s[tok_utf8_put(tok_byte_to_cp((uint8_t)b), s)] = 0;
-                return xd_fail(e, "the byte-level vocabulary lacks \"%s\", the token for byte 0x%02X",
-                               s, b);
-            }
-        }
-    }
     if (t->bos < -1 || t->bos >= t->n_vocab)
         return xd_fail(e, "BOS token id %d is out of range (vocabulary of %d)", t->bos, t->n_vocab);
     if (t->eos < -1 || t->eos >= t->n_vocab)
@@ -606,9 +596,16 @@ static int emit_symbols(tk_work *w) {
     return 0;
 }
 
+/* The token of a byte's char. Real vocabularies may lack some (SmolLM2 has no token for 21
+ * bytes, e.g. 0x04): like HF tokenizers and llama.cpp, such a byte becomes <unk> when there is one
+ * and is dropped otherwise. */
+static int byte_symbol(const model_tokenizer *t, uint8_t b) {
+    return t->byte_id[b] >= 0 ? t->byte_id[b] : t->unk;
+}
+
 static int encode_byte_piece(tk_work *w, const uint8_t *p, size_t m) {
     const model_tokenizer *t = w->t;
-    if (m == 1) return emit(w, t->byte_id[p[0]]);
+    if (m == 1) return byte_symbol(t, p[0]) >= 0 ? emit(w, byte_symbol(t, p[0])) : 0;
     if (t->ignore_merges) {
         if (grow((void **)&w->buf, &w->buf_cap, 2 * m, 1, w->e) < 0) return -1;
         size_t o = 0;
@@ -618,7 +615,7 @@ static int encode_byte_piece(tk_work *w, const uint8_t *p, size_t m) {
     }
     w->nsym = 0;
     for (size_t i = 0; i < m; i++)
-        if (add_sym(w, t->byte_id[p[i]], i, 1) < 0) return -1;
+        if (add_sym(w, byte_symbol(t, p[i]), i, 1) < 0) return -1;
     if (merge_symbols(w) < 0) return -1;
     return emit_symbols(w);
 }

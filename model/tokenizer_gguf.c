@@ -90,6 +90,7 @@ static int load(const model_gguf *g, model_tokenizer **out, xd_err *e) {
     if (tok_create((int)n, &t, e) < 0) return -1;
     t->algo = spm ? TOK_ALGO_SPM : TOK_ALGO_BYTE_BPE;
     t->pre = pre;
+    t->nfc = pre == TOK_PRE_QWEN2; /* Qwen2's tokenizer.json has an NFC normalizer */
     t->ignore_merges = ignore_merges;
     t->byte_fallback = spm;
     for (uint64_t i = 0; i < n && rc >= 0; i++) {
@@ -134,7 +135,8 @@ static int load(const model_gguf *g, model_tokenizer **out, xd_err *e) {
         bool space_prefix = spm;
         rc = get_id(g, "tokenizer.ggml.bos_token_id", &t->bos, e);
         if (rc >= 0) rc = get_id(g, "tokenizer.ggml.eos_token_id", &t->eos, e);
-        if (rc >= 0) rc = get_id(g, "tokenizer.ggml.unknown_token_id", &t->unk, e);
+        /* byte-level: llama.cpp drops a byte without a token rather than writing <unk> */
+        if (rc >= 0 && spm) rc = get_id(g, "tokenizer.ggml.unknown_token_id", &t->unk, e);
         if (rc >= 0) rc = get_flag(g, "tokenizer.ggml.add_bos_token", &t->add_bos, e);
         if (rc >= 0) rc = get_flag(g, "tokenizer.ggml.add_space_prefix", &space_prefix, e);
         if (spm) {
