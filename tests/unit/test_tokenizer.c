@@ -228,9 +228,44 @@ static void expect_error(const char *json, const char *config, const char *fragm
 
 #define BL_PRE "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}"
 
+/* Llama-2 with the newer Metaspace pre-tokenizer in place of the Prepend/Replace normalizer. */
+static void test_metaspace(void) {
+    json_t *exp = fixture_json("llama2/expected.json");
+    json_t *tj = fixture_json("llama2/tokenizer.json");
+    if (!exp || !tj) return;
+    const char *keys[] = {"metaspace_first", "metaspace_always_split"};
+    for (int k = 0; k < 2; k++) {
+        json_object_set_new(tj, "normalizer", json_null());
+        json_object_set_new(tj, "pre_tokenizer",
+                            json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement",
+                                      "\xe2\x96\x81", "prepend_scheme", k ? "always" : "first",
+                                      "split", k == 1));
+        char *text = json_dumps(tj, JSON_COMPACT);
+        model_tokenizer *t;
+        xd_err e;
+        int rc = load_text(text, NULL, &t, &e);
+        free(text);
+        CHECK_MSG(rc == 0, "%s: %s", keys[k], e.msg);
+        if (rc != 0) continue;
+        json_t *strings = json_object_get(exp, "strings"), *want = json_object_get(exp, keys[k]);
+        CHECK(json_array_size(want) == json_array_size(strings));
+        size_t i;
+        json_t *js;
+        json_array_foreach(strings, i, js) {
+            int *ids;
+            size_t n;
+            const char *s = json_string_value(js);
+            CHECK(model_tokenizer_encode(t, s, json_string_length(js), false, true, &ids, &n, &e) == 0);
+            CHECK(ids_match(ids, n, json_array_get(want, i), keys[k], i, s));
+            free(ids);
+        }
+        model_tokenizer_free(t);
+    }
+    json_decref(exp);
+    json_decref(tj);
+}
+
 static void test_errors(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/xd_test_tok_XXXXXX");
-    CHECK(mkdtemp(tmpdir) != NULL);
     model_tokenizer *t;
     xd_err e;
     char missing[128];
@@ -355,11 +390,6 @@ static void test_errors(void) {
         model_tokenizer_free(t);
     }
     free(good);
-    snprintf(path, sizeof path, "%s/tokenizer.json", tmpdir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", tmpdir);
-    unlink(path);
-    rmdir(tmpdir);
 }
 
 int main(void) {
@@ -370,6 +400,15 @@ int main(void) {
     test_qwen2_details();
     test_llama2_details();
     test_long_runs();
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/xd_test_tok_XXXXXX");
+    CHECK(mkdtemp(tmpdir) != NULL);
+    test_metaspace();
     test_errors();
+    char path[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", tmpdir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", tmpdir);
+    unlink(path);
+    rmdir(tmpdir);
     TEST_MAIN_END();
 }
