@@ -20,6 +20,9 @@ bool model_tokenizer_adds_bos(const model_tokenizer *t);
 /* Token id of a special token's text (e.g. "<|im_end|>"), -1 when absent. */
 int model_tokenizer_token_id(const model_tokenizer *t, const char *text);
 
+/* Whether a token is special (control / unknown): decode's skip_special drops these. */
+bool model_tokenizer_is_special(const model_tokenizer *t, int id);
+
 /* Encodes UTF-8 text. Special tokens written in the text (e.g. <|im_start|>) become their ids
  * when parse_special is true. add_bos follows model_tokenizer_adds_bos when the caller wants it.
  * *ids is malloc'd; the caller frees it. */
