@@ -16,8 +16,8 @@ size_t kern_mlstm_saved_len(int T, int L, int dk, int dv) {
 
 size_t kern_mlstm_scratch_len(int L, int dk, int dv) {
     /* Matches mlstm_carve: W, P, G; dnum; tmp; E, e; five vectors of L. */
-    return 3 * (size_t)L * L + (size_t)L * dv + (size_t)L * (dk > dv ? dk : dv) +
-           (size_t)dk * dv + dk + 5 * (size_t)L;
+    return 3 * (size_t)L * L + (size_t)L * dv + (size_t)L * (dk > dv ? dk : dv) + (size_t)dk * dv +
+           dk + 5 * (size_t)L;
 }
 
 #define real float

@@ -57,13 +57,12 @@ void kern_mlstm_fwd_f64(const kern_mlstm_dims *d, const double *phi_q, const dou
  * the gradients d_q, d_k [B, T, dk], d_v [B, T, dv], d_itilde, d_logf [B, T]. */
 void kern_mlstm_bwd_f32(const kern_mlstm_dims *d, const float *phi_q, const float *phi_k,
                         const float *v, const float *itilde, const float *logf, const float *h,
-                        const float *dh, const float *saved, float *scratch, float *d_q,
-                        float *d_k, float *d_v, float *d_itilde, float *d_logf);
+                        const float *dh, const float *saved, float *scratch, float *d_q, float *d_k,
+                        float *d_v, float *d_itilde, float *d_logf);
 void kern_mlstm_bwd_f64(const kern_mlstm_dims *d, const double *phi_q, const double *phi_k,
-                        const double *v, const double *itilde, const double *logf,
-                        const double *h, const double *dh, const double *saved, double *scratch,
-                        double *d_q, double *d_k, double *d_v, double *d_itilde,
-                        double *d_logf);
+                        const double *v, const double *itilde, const double *logf, const double *h,
+                        const double *dh, const double *saved, double *scratch, double *d_q,
+                        double *d_k, double *d_v, double *d_itilde, double *d_logf);
 
 /* Points s at C [dk * dv] and n [dk] and sets the empty state: C = 0, n = 0, m = -inf. */
 void kern_mlstm_state_init_f32(kern_mlstm_state_f32 *s, float *C, float *n, int dk, int dv);

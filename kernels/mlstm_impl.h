@@ -110,8 +110,8 @@ static void KFN(mlstm_fwd_one)(const kern_mlstm_dims *d, const real *q, const re
                 for (int i = 0; i < dv; i++) H[(size_t)j * dv + i] *= s->alpha[j];
             }
         }
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Lc, dv, Lc, 1, s->P, L, V, dv,
-             Cin ? 1 : 0, H, dv);
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Lc, dv, Lc, 1, s->P, L, V, dv, Cin ? 1 : 0,
+             H, dv);
         for (int j = 0; j < Lc; j++) {
             real r = 1 / (den[t0 + j] + eps);
             for (int i = 0; i < dv; i++) H[(size_t)j * dv + i] *= r;
@@ -137,24 +137,23 @@ static void KFN(mlstm_fwd_one)(const kern_mlstm_dims *d, const real *q, const re
 }
 
 void KFN(kern_mlstm_fwd)(const kern_mlstm_dims *d, const real *phi_q, const real *phi_k,
-                         const real *v, const real *itilde, const real *logf, real *h,
-                         real *saved, real *scratch, KFN(kern_mlstm_state) * final) {
+                         const real *v, const real *itilde, const real *logf, real *h, real *saved,
+                         real *scratch, KFN(kern_mlstm_state) * final) {
     const size_t T = (size_t)d->T, sl = kern_mlstm_saved_len(d->T, d->L, d->dk, d->dv);
     KFN(mlstm_scratch) s = KFN(mlstm_carve)(scratch, d->L, d->dk, d->dv);
     for (int b = 0; b < d->B; b++) {
         KFN(kern_mlstm_state) *fin = final ? final + b : NULL;
         if (fin && d->T == 0) KFN(kern_mlstm_state_init)(fin, fin->C, fin->n, d->dk, d->dv);
-        KFN(mlstm_fwd_one)(d, phi_q + b * T * d->dk, phi_k + b * T * d->dk, v + b * T * d->dv,
-                           itilde + b * T, logf + b * T, h + b * T * d->dv, saved + b * sl, &s,
-                           fin);
+        const size_t qs = T * d->dk, vs = T * d->dv;
+        KFN(mlstm_fwd_one)(d, phi_q + b * qs, phi_k + b * qs, v + b * vs, itilde + b * T,
+                           logf + b * T, h + b * vs, saved + b * sl, &s, fin);
     }
 }
 
 static void KFN(mlstm_bwd_one)(const kern_mlstm_dims *d, const real *q, const real *k,
-                               const real *v, const real *itilde, const real *logf,
-                               const real *h, const real *dh, const real *saved,
-                               KFN(mlstm_scratch) * s, real *dq, real *dk_, real *dv_,
-                               real *dit, real *dlf) {
+                               const real *v, const real *itilde, const real *logf, const real *h,
+                               const real *dh, const real *saved, KFN(mlstm_scratch) * s, real *dq,
+                               real *dk_, real *dv_, real *dit, real *dlf) {
     const int T = d->T, L = d->L, dk = d->dk, dv = d->dv;
     const int nch = (T + L - 1) / L;
     const real eps = (real)d->eps;
@@ -222,8 +221,8 @@ static void KFN(mlstm_bwd_one)(const kern_mlstm_dims *d, const real *q, const re
                 for (int a = 0; a < dk; a++) x += kj[a] * s->e[a];
                 s->dlogu[j] = u[j] * x;
             }
-            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, Lc, dk, dv, 1, V, dv, s->E, dv, 0,
-                 s->tmp, dk); /* tmp = V E^T */
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, Lc, dk, dv, 1, V, dv, s->E, dv, 0, s->tmp,
+                 dk); /* tmp = V E^T */
             for (int j = 0; j < Lc; j++)
                 for (int a = 0; a < dk; a++)
                     dK[(size_t)j * dk + a] += u[j] * (s->tmp[(size_t)j * dk + a] + s->e[a]);
@@ -252,8 +251,7 @@ static void KFN(mlstm_bwd_one)(const kern_mlstm_dims *d, const real *q, const re
         /* dS = W o G; dQ = dS K, dK += dS^T Q. */
         for (int j = 0; j < Lc; j++) /* W is 0 above the diagonal: masks G's upper part */
             for (int i = 0; i < Lc; i++) s->G[(size_t)j * L + i] *= s->W[(size_t)j * L + i];
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Lc, dk, Lc, 1, s->G, L, K, dk, 0, dQ,
-             dk);
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Lc, dk, Lc, 1, s->G, L, K, dk, 0, dQ, dk);
         GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, Lc, dk, Lc, 1, s->G, L, Q, dk, 1, dK, dk);
 
         if (!Cin) break; /* chunk 0: no entering state */

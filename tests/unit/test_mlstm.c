@@ -67,8 +67,9 @@ static seqs make_seqs(xd_rng *r, int B, int T, int dk, int dv, int gates, double
                 left = 1 + (int)(xd_rng_uniform(r) * 24);
             }
             s.it[t] = -30.0 + 60.0 * xd_rng_uniform(r);
-            s.lf[t] = regime == 0 ? -1e-6 * u : regime == 1 ? -20.0 * u
-                                                            : logsigmoid(3.0 + 2.0 * xd_rng_normal(r));
+            s.lf[t] = regime == 0   ? -1e-6 * u
+                      : regime == 1 ? -20.0 * u
+                                    : logsigmoid(3.0 + 2.0 * xd_rng_normal(r));
         }
     }
     if (single) {
@@ -80,9 +81,7 @@ static seqs make_seqs(xd_rng *r, int B, int T, int dk, int dv, int gates, double
     return s;
 }
 
-static void free_seqs(seqs *s) {
-    free(s->q), free(s->k), free(s->v), free(s->it), free(s->lf);
-}
+static void free_seqs(seqs *s) { free(s->q), free(s->k), free(s->v), free(s->it), free(s->lf); }
 
 /* The definition, step by step in float64, for sequence b: h [T, dv], and the final state
  * (C [dk*dv], n [dk], m) when C is not NULL. */
@@ -227,8 +226,9 @@ static void test_forward(void) {
                                   gate_name[g], T, L, dk, dv, e32);
                         /* Same recurrence for m, so the same number up to the last bit. */
                         CHECK(o.m[b] == m);
-                        double es = fmax(norm_rel_err(o.C + (size_t)b * dk * dv, C, (size_t)dk * dv),
-                                         norm_rel_err(o.n + (size_t)b * dk, n, dk));
+                        double es =
+                            fmax(norm_rel_err(o.C + (size_t)b * dk * dv, C, (size_t)dk * dv),
+                                 norm_rel_err(o.n + (size_t)b * dk, n, dk));
                         CHECK_MSG(es <= 1e-12, "%s T=%d L=%d: final state err %.3g", gate_name[g],
                                   T, L, es);
                         worst64 = fmax(worst64, e64);
@@ -249,7 +249,8 @@ static void test_forward(void) {
 static double ref_loss(const seqs *s, int b, double eps, const double *R, double *hbuf) {
     reference(s, b, eps, hbuf, NULL, NULL, NULL);
     double l = 0;
-    for (size_t i = 0; i < (size_t)s->T * s->dv; i++) l += hbuf[i] * R[(size_t)b * s->T * s->dv + i];
+    for (size_t i = 0; i < (size_t)s->T * s->dv; i++)
+        l += hbuf[i] * R[(size_t)b * s->T * s->dv + i];
     return l;
 }
 
@@ -263,8 +264,8 @@ static grads run_bwd_f64(const seqs *s, int L, double eps, const double *R) {
     fwd_out o = run_fwd_f64(s, L, eps);
     grads g = {{dalloc(n * s->dk), dalloc(n * s->dk), dalloc(n * s->dv), dalloc(n), dalloc(n)}};
     double *scratch = dalloc(kern_mlstm_scratch_len(L, s->dk, s->dv));
-    kern_mlstm_bwd_f64(&d, s->q, s->k, s->v, s->it, s->lf, o.h, R, o.saved, scratch, g.g[0],
-                       g.g[1], g.g[2], g.g[3], g.g[4]);
+    kern_mlstm_bwd_f64(&d, s->q, s->k, s->v, s->it, s->lf, o.h, R, o.saved, scratch, g.g[0], g.g[1],
+                       g.g[2], g.g[3], g.g[4]);
     free(scratch);
     free_fwd(&o);
     return g;
@@ -361,7 +362,8 @@ static void test_backward(void) {
     printf("backward f32 vs f64 (small cases above), normwise rel err:");
     for (int a = 0; a < 5; a++) printf(" d%s %.1e", names[a], worst32[a]);
     printf("\n");
-    for (int a = 0; a < 5; a++) CHECK_MSG(worst32[a] <= 1e-3, "f32 d%s: %.3g", names[a], worst32[a]);
+    for (int a = 0; a < 5; a++)
+        CHECK_MSG(worst32[a] <= 1e-3, "f32 d%s: %.3g", names[a], worst32[a]);
 
     /* Model-sized f32 backward (d = 64, L = 64) against the f64 backward on the same inputs. */
     static const int gates[] = {GATES_TYPICAL, GATES_LONG};
@@ -446,7 +448,7 @@ static void test_step(void) {
     size_t nt = (size_t)B * T;
     float *q = to_f32(s.q, nt * dk), *k = to_f32(s.k, nt * dk), *v = to_f32(s.v, nt * dv);
     float *it = to_f32(s.it, nt), *lf = to_f32(s.lf, nt);
-    double *ref = dalloc(dv), e32 = 0, e32c = 0, e32s = 0;
+    double *ref = dalloc(dv), e32 = 0, e32c = 0, e32s = 0, cmax = 0;
     for (int b = 0; b < B; b++) {
         size_t o = (size_t)b * T;
         kern_mlstm_state_f32 st;
@@ -465,12 +467,13 @@ static void test_step(void) {
             e32c = fmax(e32c, token_rel_err_f32(h32, ref, 1, dv));
         }
         CHECK(st.m == mf[b]);
-        for (int a = 0; a < dk * dv; a++)
-            e32s = fmax(e32s, fabs(st.C[a] - Cf[(size_t)b * dk * dv + a]) /
-                                  fmax(fabs(Cf[(size_t)b * dk * dv + a]), 1e-3));
+        for (int a = 0; a < dk * dv; a++) {
+            e32s = fmax(e32s, fabs(st.C[a] - Cf[(size_t)b * dk * dv + a]));
+            cmax = fmax(cmax, fabs(Cf[(size_t)b * dk * dv + a]));
+        }
     }
-    printf("step form f32: vs chunkwise %.2e, after prefill %.2e, final C %.2e\n", e32, e32c,
-           e32s);
+    e32s /= cmax;
+    printf("step form f32: vs chunkwise %.2e, after prefill %.2e, final C %.2e\n", e32, e32c, e32s);
     CHECK(e32 <= 1e-4 && e32c <= 1e-4 && e32s <= 1e-4);
     free(Cf), free(nf), free(Cp), free(np), free(hfull), free(hpre), free(Cs), free(ns);
     free(h32), free(q), free(k), free(v), free(it), free(lf), free(ref);
