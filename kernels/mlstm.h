@@ -52,9 +52,10 @@ void kern_mlstm_fwd_f64(const kern_mlstm_dims *d, const double *phi_q, const dou
                         const double *v, const double *itilde, const double *logf, double *h,
                         double *saved, double *scratch, kern_mlstm_state_f64 *final);
 
-/* Chunkwise backward of the same inputs, given the forward's h and saved and the loss gradient
- * dh [B, T, dv]. Exact, including the path through m_t (which only matters via eps). OVERWRITES
- * the gradients d_q, d_k [B, T, dk], d_v [B, T, dv], d_itilde, d_logf [B, T]. */
+/* Chunkwise backward of the same inputs, given the forward's output h and saved (unchanged) and
+ * the loss gradient dh [B, T, dv]. Exact, including the path through m_t (which only matters via
+ * eps); the final state gets no gradient. OVERWRITES the gradients d_q, d_k [B, T, dk],
+ * d_v [B, T, dv], d_itilde, d_logf [B, T]. */
 void kern_mlstm_bwd_f32(const kern_mlstm_dims *d, const float *phi_q, const float *phi_k,
                         const float *v, const float *itilde, const float *logf, const float *h,
                         const float *dh, const float *saved, float *scratch, float *d_q, float *d_k,

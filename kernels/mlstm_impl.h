@@ -152,18 +152,19 @@ void KFN(kern_mlstm_fwd)(const kern_mlstm_dims *d, const real *phi_q, const real
 
 static void KFN(mlstm_bwd_one)(const kern_mlstm_dims *d, const real *q, const real *k,
                                const real *v, const real *itilde, const real *logf, const real *h,
-                               const real *dh, const real *saved, KFN(mlstm_scratch) * s, real *dq,
-                               real *dk_, real *dv_, real *dit, real *dlf) {
+                               const real *dh, const real *saved, KFN(mlstm_scratch) * s, real *gq,
+                               real *gk, real *gv, real *git, real *glf) {
+    /* gq, gk, gv, git, glf: the gradients of q, k, v, itilde, logf (overwritten). */
     const int T = d->T, L = d->L, dk = d->dk, dv = d->dv;
     const int nch = (T + L - 1) / L;
     const real eps = (real)d->eps;
     const size_t ssz = (size_t)dk * dv + dk;
     const real *m = saved, *den = saved + T, *states = saved + 2 * (size_t)T;
-    memset(dq, 0, sizeof(real) * T * dk);
-    memset(dk_, 0, sizeof(real) * T * dk);
-    memset(dv_, 0, sizeof(real) * T * dv);
-    memset(dit, 0, sizeof(real) * T);
-    memset(dlf, 0, sizeof(real) * T);
+    memset(gq, 0, sizeof(real) * T * dk);
+    memset(gk, 0, sizeof(real) * T * dk);
+    memset(gv, 0, sizeof(real) * T * dv);
+    memset(git, 0, sizeof(real) * T);
+    memset(glf, 0, sizeof(real) * T);
     /* E, e: gradient of the (stabilised) state leaving the current chunk. The stabilisers
      * cancel between a state and the weights applied to it, so with every m_t held fixed no
      * gradient reaches them here; the m path is added at the end. */
@@ -174,7 +175,7 @@ static void KFN(mlstm_bwd_one)(const kern_mlstm_dims *d, const real *q, const re
         const int t0 = c * L, Lc = T - t0 < L ? T - t0 : L;
         const size_t o = (size_t)t0;
         const real *Q = q + o * dk, *K = k + o * dk, *V = v + o * dv;
-        real *dQ = dq + o * dk, *dK = dk_ + o * dk, *dV = dv_ + o * dv;
+        real *dQ = gq + o * dk, *dK = gk + o * dk, *dV = gv + o * dv;
         const real *Cin = c > 0 ? states + (size_t)(c - 1) * ssz : NULL;
         const real *nin = Cin ? Cin + (size_t)dk * dv : NULL;
         const bool has_E = c + 1 < nch; /* the last chunk's state feeds nothing */
@@ -243,9 +244,9 @@ static void KFN(mlstm_bwd_one)(const kern_mlstm_dims *d, const real *q, const re
                 real a = s->P[(size_t)j * L + i] * s->G[(size_t)j * L + i];
                 acc += a;
                 col += a;
-                dlf[t0 + j] += acc;
+                glf[t0 + j] += acc;
             }
-            dit[t0 + i] += col + s->P[(size_t)i * L + i] * s->G[(size_t)i * L + i];
+            git[t0 + i] += col + s->P[(size_t)i * L + i] * s->G[(size_t)i * L + i];
         }
 
         /* dS = W o G; dQ = dS K, dK += dS^T Q. */
@@ -275,7 +276,7 @@ static void KFN(mlstm_bwd_one)(const kern_mlstm_dims *d, const real *q, const re
         real acc = dlog_ae;
         for (int j = Lc - 1; j >= 0; j--) {
             acc += s->dloga[j];
-            dlf[t0 + j] += acc;
+            glf[t0 + j] += acc;
         }
 
         /* Gradient of the entering state: E <- ae E + Q^T diag(alpha) dnum, same for e. */
@@ -301,9 +302,9 @@ static void KFN(mlstm_bwd_one)(const kern_mlstm_dims *d, const real *q, const re
         g += -eps * dot / (den[t] + eps);
         real a = logf[t] + (t > 0 ? m[t - 1] : (real)-INFINITY);
         if (a > itilde[t]) {
-            dlf[t] += g;
+            glf[t] += g;
         } else {
-            dit[t] += g;
+            git[t] += g;
             g = 0;
         }
     }

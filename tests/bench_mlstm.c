@@ -71,7 +71,8 @@ static void report(const char *what, timing t, int T) {
             take(&tb, w0, c0);                                                                   \
         }                                                                                        \
         /* Step form: all heads, one token after another, as in generation. */                   \
-        real *C = must(malloc(sizeof(real) * H * D * D)), *nn = must(malloc(sizeof(real) * H * D)); \
+        real *C = must(malloc(sizeof(real) * H * D * D));                                        \
+        real *nn = must(malloc(sizeof(real) * H * D));                                           \
         kern_mlstm_state_##SUF st[H];                                                            \
         for (int rep = 0; rep < reps; rep++) {                                                   \
             for (int b = 0; b < H; b++)                                                          \

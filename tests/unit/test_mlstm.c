@@ -479,6 +479,16 @@ static void test_step(void) {
     free(h32), free(q), free(k), free(v), free(it), free(lf), free(ref);
     free_seqs(&pre);
     free_seqs(&s);
+
+    /* An empty prefill hands over the empty state. */
+    kern_mlstm_dims d0 = {1, 0, dk, dv, L, eps};
+    double C0[8 * 12], n0[8], dummy = 0, scratch[2048];
+    CHECK(kern_mlstm_scratch_len(L, dk, dv) <= 2048 && kern_mlstm_saved_len(0, L, dk, dv) == 0);
+    kern_mlstm_state_f64 st0;
+    kern_mlstm_state_init_f64(&st0, C0, n0, dk, dv);
+    C0[0] = n0[0] = 1, st0.m = 0;
+    kern_mlstm_fwd_f64(&d0, &dummy, &dummy, &dummy, &dummy, &dummy, &dummy, &dummy, scratch, &st0);
+    CHECK(C0[0] == 0 && n0[0] == 0 && st0.m == -INFINITY);
 }
 
 /* 4. The f32 chunkwise error against the f64 recurrence as T grows (d = 64, L = 64). */
