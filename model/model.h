@@ -33,6 +33,12 @@ typedef struct model_config {
     bool o_bias;
     int sliding_window; /* 0: full causal attention (mistral may set a window) */
     int bos_id, eos_id; /* -1 when unknown */
+    /* The hybrid student (config.json model_type "xlstm_hybrid"; DESIGN 1.1): every attention is
+     * sliding-window attention over `window` recent keys plus `sinks` sink tokens, mixed with an
+     * mLSTM computed in chunks of `chunk` tokens. The rest of this struct is its teacher's. */
+    bool student;
+    int window, sinks, chunk;
+    double mlstm_eps;
 } model_config;
 
 /* Parses a Hugging Face config.json (llama, qwen2, mistral; SmolLM2 is llama). Reads both the keys
@@ -44,6 +50,39 @@ int model_config_load_hf(const char *dir, model_config *c, xd_err *e);
 int model_config_validate(const model_config *c, const char *name, xd_err *e);
 /* The per-pair inverse frequencies of RoPE with the configured scaling: head_dim/2 values. */
 void model_rope_inv_freq(const model_config *c, double *inv_freq);
+
+/* Where each tensor of a model lives in its one flat parameter array (teacher tensors in HF
+ * layout W[out, in], then the student's new ones). Offsets are in elements; MODEL_ABSENT marks a
+ * tensor the config does not have (biases, the untied LM head). */
+#define MODEL_ABSENT UINT64_MAX
+typedef struct model_tensor_entry {
+    char name[96]; /* the Hugging Face name; new student tensors follow the same scheme */
+    int ndim;
+    int64_t shape[3];
+    uint64_t offset, count;
+    int permute_heads; /* GGUF llama q/k: rows interleaved per head, un-permuted on load */
+    bool student_new;  /* a parameter the teacher does not have (the only ones align trains) */
+} model_tensor_entry;
+
+typedef struct model_layer_offsets {
+    uint64_t attn_norm, wq, wk, wv, wo, bq, bk, bv, bo, mlp_norm, w_gate, w_up, w_down;
+    /* student: Hedgehog maps [H, d, d] for q and k; gates w [D, H], b [H]; output gate
+     * w [H, 3d], b [H] */
+    uint64_t fmap_q, fmap_k, igate_w, igate_b, fgate_w, fgate_b, ogate_w, ogate_b;
+} model_layer_offsets;
+
+typedef struct model_layout {
+    model_tensor_entry *entries;
+    int n_entries;
+    model_layer_offsets *layers;
+    uint64_t embed, final_norm, lm_head; /* lm_head == embed when tied */
+    uint64_t n_params;
+} model_layout;
+
+/* gguf_permute: mark q/k for un-permuting (llama-architecture GGUF files). */
+int model_layout_build(model_layout *layout, const model_config *c, bool gguf_permute, xd_err *e);
+void model_layout_free(model_layout *layout);
+const model_tensor_entry *model_layout_find(const model_layout *layout, const char *name);
 
 /* fp32 weights in HF layout ([out, in] row-major), all in one allocation. */
 typedef struct model_layer_weights {
@@ -57,7 +96,8 @@ typedef struct model_layer_weights {
 
 typedef struct model_transformer {
     model_config cfg;
-    float *params;
+    model_layout layout;
+    float *params; /* layout.n_params floats */
     uint64_t n_params;
     float *embed;      /* [vocab, D] */
     float *final_norm; /* [D] */

@@ -9,76 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the weight table: one row per tensor, in the order they sit in the allocation ---- */
-
-typedef struct weight_slot {
-    char hf_name[96];
-    float **dst;
-    int64_t rows, cols; /* cols = 0 for a vector */
-    int permute_heads;  /* GGUF llama q/k rows are interleaved per head: un-permute with this */
-} weight_slot;
-
-typedef struct weight_table {
-    weight_slot *slots;
-    int n, cap;
-} weight_table;
-
-static int table_add(weight_table *t, float **dst, int64_t rows, int64_t cols, int permute_heads,
-                     xd_err *e, const char *fmt, ...) XD_PRINTF(7, 8);
-static int table_add(weight_table *t, float **dst, int64_t rows, int64_t cols, int permute_heads,
-                     xd_err *e, const char *fmt, ...) {
-    if (t->n == t->cap) {
-        int cap = t->cap ? 2 * t->cap : 64;
-        weight_slot *s = realloc(t->slots, sizeof *s * cap);
-        if (!s) return xd_fail(e, "out of memory");
-        t->slots = s;
-        t->cap = cap;
-    }
-    weight_slot *s = &t->slots[t->n++];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(s->hf_name, sizeof s->hf_name, fmt, ap);
-    va_end(ap);
-    s->dst = dst;
-    s->rows = rows;
-    s->cols = cols;
-    s->permute_heads = permute_heads;
-    return 0;
-}
-
-static int build_table(model_transformer *m, weight_table *t, bool gguf_permute, xd_err *e) {
-    const model_config *c = &m->cfg;
-    int64_t D = c->hidden, F = c->ffn, V = c->vocab;
-    int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
-    int ph_q = gguf_permute ? c->n_heads : 0, ph_k = gguf_permute ? c->n_kv_heads : 0;
-    if (table_add(t, &m->embed, V, D, 0, e, "model.embed_tokens.weight")) return -1;
-    for (int l = 0; l < c->n_layers; l++) {
-        model_layer_weights *w = &m->layers[l];
-        const char *p = "model.layers";
-        if (table_add(t, &w->attn_norm, D, 0, 0, e, "%s.%d.input_layernorm.weight", p, l) ||
-            table_add(t, &w->wq, qd, D, ph_q, e, "%s.%d.self_attn.q_proj.weight", p, l) ||
-            table_add(t, &w->wk, kvd, D, ph_k, e, "%s.%d.self_attn.k_proj.weight", p, l) ||
-            table_add(t, &w->wv, kvd, D, 0, e, "%s.%d.self_attn.v_proj.weight", p, l) ||
-            table_add(t, &w->wo, D, qd, 0, e, "%s.%d.self_attn.o_proj.weight", p, l))
-            return -1;
-        if (c->qkv_bias &&
-            (table_add(t, &w->bq, qd, 0, ph_q, e, "%s.%d.self_attn.q_proj.bias", p, l) ||
-             table_add(t, &w->bk, kvd, 0, ph_k, e, "%s.%d.self_attn.k_proj.bias", p, l) ||
-             table_add(t, &w->bv, kvd, 0, 0, e, "%s.%d.self_attn.v_proj.bias", p, l)))
-            return -1;
-        if (c->o_bias && table_add(t, &w->bo, D, 0, 0, e, "%s.%d.self_attn.o_proj.bias", p, l))
-            return -1;
-        if (table_add(t, &w->mlp_norm, D, 0, 0, e, "%s.%d.post_attention_layernorm.weight", p, l) ||
-            table_add(t, &w->w_gate, F, D, 0, e, "%s.%d.mlp.gate_proj.weight", p, l) ||
-            table_add(t, &w->w_up, F, D, 0, e, "%s.%d.mlp.up_proj.weight", p, l) ||
-            table_add(t, &w->w_down, D, F, 0, e, "%s.%d.mlp.down_proj.weight", p, l))
-            return -1;
-    }
-    if (table_add(t, &m->final_norm, D, 0, 0, e, "model.norm.weight")) return -1;
-    if (!c->tied_embeddings && table_add(t, &m->lm_head, V, D, 0, e, "lm_head.weight")) return -1;
-    return 0;
-}
-
 /* HF tensor name -> GGUF tensor name (llama.cpp's naming). */
 static void gguf_name(const char *hf, char *out, size_t cap) {
     static const struct {
@@ -138,59 +68,61 @@ static const model_tensor_view *find_gguf(const void *src, const char *name) {
     return model_gguf_tensor(src, g);
 }
 
-static int fill_weights(model_transformer *m, weight_table *t, const void *src, find_fn find,
-                        xd_err *e) {
-    uint64_t total = 0;
-    for (int i = 0; i < t->n; i++)
-        total += (uint64_t)t->slots[i].rows * (t->slots[i].cols ? (uint64_t)t->slots[i].cols : 1);
-    m->params = xd_malloc(sizeof(float) * total, e);
+static int fill_weights(model_transformer *m, const void *src, find_fn find, xd_err *e) {
+    const model_layout *L = &m->layout;
+    m->params = xd_malloc(sizeof(float) * L->n_params, e);
     if (!m->params) return -1;
-    m->n_params = total;
-    float *p = m->params, *tmp = NULL;
-    int rc = 0;
-    for (int i = 0; i < t->n && rc == 0; i++) {
-        weight_slot *s = &t->slots[i];
-        uint64_t n = (uint64_t)s->rows * (s->cols ? (uint64_t)s->cols : 1);
-        const model_tensor_view *v = find(src, s->hf_name);
+    m->n_params = L->n_params;
+    for (int i = 0; i < L->n_entries; i++) {
+        const model_tensor_entry *t = &L->entries[i];
+        float *dst = m->params + t->offset;
+        const model_tensor_view *v = find(src, t->name);
         if (!v) {
             char g[128];
-            gguf_name(s->hf_name, g, sizeof g);
-            rc = find == find_gguf ? xd_fail(e, "%s: missing tensor %s", m->source, g)
-                                   : xd_fail(e, "%s: missing tensor %s", m->source, s->hf_name);
-            break;
+            gguf_name(t->name, g, sizeof g);
+            return xd_fail(e, "%s: missing tensor %s", m->source, find == find_gguf ? g : t->name);
         }
-        bool shape_ok = s->cols ? (v->ndim == 2 && v->shape[0] == s->rows && v->shape[1] == s->cols)
-                                : (v->ndim == 1 && v->shape[0] == s->rows);
+        bool shape_ok = v->ndim == t->ndim;
+        for (int d = 0; shape_ok && d < t->ndim; d++) shape_ok = v->shape[d] == t->shape[d];
         if (!shape_ok) {
-            char have[96] = "", want[64];
+            char have[96] = "", want[96] = "";
             for (int d = 0; d < v->ndim && strlen(have) < 70; d++)
                 snprintf(have + strlen(have), sizeof have - strlen(have), "%s%lld", d ? ", " : "",
                          (long long)v->shape[d]);
-            if (s->cols) snprintf(want, sizeof want, "%lld, %lld", (long long)s->rows, (long long)s->cols);
-            else snprintf(want, sizeof want, "%lld", (long long)s->rows);
-            rc = xd_fail(e, "%s: tensor %s has shape [%s], the config implies [%s]", m->source,
-                         v->name, have, want);
-            break;
+            for (int d = 0; d < t->ndim; d++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
+                         (long long)t->shape[d]);
+            return xd_fail(e, "%s: tensor %s has shape [%s], the config implies [%s]", m->source,
+                           v->name, have, want);
         }
-        if (model_tensor_to_f32(v, p, n, e)) {
-            rc = xd_wrap(e, "%s", m->source);
-            break;
-        }
-        if (s->permute_heads) {
-            if (!tmp && !(tmp = xd_malloc(sizeof(float) * n, e))) {
-                rc = -1;
-                break;
-            }
-            unpermute_rows(p, s->rows, s->cols, s->permute_heads, tmp);
+        if (model_tensor_to_f32(v, dst, t->count, e)) return xd_wrap(e, "%s", m->source);
+        if (t->permute_heads) {
+            int64_t cols = t->ndim == 2 ? t->shape[1] : 0;
+            float *tmp = xd_malloc(sizeof(float) * t->count, e);
+            if (!tmp) return -1;
+            unpermute_rows(dst, t->shape[0], cols, t->permute_heads, tmp);
             free(tmp);
-            tmp = NULL;
         }
-        *s->dst = p;
-        p += n;
     }
-    free(tmp);
-    if (rc == 0 && m->cfg.tied_embeddings) m->lm_head = m->embed;
-    return rc;
+    return 0;
+}
+
+/* Pointers of the teacher's forward into the flat array. */
+static void set_pointers(model_transformer *m) {
+    const model_layout *L = &m->layout;
+    float *p = m->params;
+#define AT(off) ((off) == MODEL_ABSENT ? NULL : p + (off))
+    m->embed = AT(L->embed);
+    m->final_norm = AT(L->final_norm);
+    m->lm_head = AT(L->lm_head);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const model_layer_offsets *o = &L->layers[l];
+        model_layer_weights *w = &m->layers[l];
+        *w = (model_layer_weights){AT(o->attn_norm), AT(o->wq), AT(o->wk), AT(o->wv), AT(o->wo),
+                                   AT(o->bq), AT(o->bk), AT(o->bv), AT(o->bo), AT(o->mlp_norm),
+                                   AT(o->w_gate), AT(o->w_up), AT(o->w_down)};
+    }
+#undef AT
 }
 
 /* ---- GGUF metadata -> config ---- */
@@ -272,12 +204,12 @@ static int alloc_layers(model_transformer *m, xd_err *e) {
 static int load_gguf(const char *path, model_transformer *m, xd_err *e) {
     model_gguf *g;
     if (model_gguf_open(path, &g, e)) return -1;
-    weight_table t = {0};
     int rc = config_from_gguf(g, path, &m->cfg, e);
     if (rc == 0) rc = alloc_layers(m, e);
     /* llama.cpp permutes q/k for the llama architecture only; qwen2 keeps HF's layout */
-    if (rc == 0) rc = build_table(m, &t, m->cfg.arch == MODEL_ARCH_LLAMA, e);
-    if (rc == 0) rc = fill_weights(m, &t, g, find_gguf, e);
+    if (rc == 0) rc = model_layout_build(&m->layout, &m->cfg, m->cfg.arch == MODEL_ARCH_LLAMA, e);
+    if (rc == 0) rc = fill_weights(m, g, find_gguf, e);
+    if (rc == 0) set_pointers(m);
     if (rc == 0) {
         model_rope_inv_freq(&m->cfg, m->rope_inv_freq);
         /* Llama 3 GGUFs carry the rope scaling as per-pair frequency divisors */
@@ -294,7 +226,6 @@ static int load_gguf(const char *path, model_transformer *m, xd_err *e) {
     /* a GGUF without tokenizer metadata still runs on token ids */
     if (rc == 0 && model_gguf_find(g, "tokenizer.ggml.model"))
         rc = model_tokenizer_load_gguf(g, &m->tokenizer, e);
-    free(t.slots);
     model_gguf_close(g);
     return rc;
 }
@@ -305,11 +236,10 @@ static int load_hf(const char *dir, model_transformer *m, xd_err *e) {
     model_rope_inv_freq(&m->cfg, m->rope_inv_freq);
     model_safetensors *st;
     if (model_st_open(dir, &st, e)) return -1;
-    weight_table t = {0};
     /* Some checkpoints say tied but still store lm_head: the tied flag wins, as in transformers */
-    int rc = build_table(m, &t, false, e);
-    if (rc == 0) rc = fill_weights(m, &t, st, find_st, e);
-    free(t.slots);
+    int rc = model_layout_build(&m->layout, &m->cfg, false, e);
+    if (rc == 0) rc = fill_weights(m, st, find_st, e);
+    if (rc == 0) set_pointers(m);
     model_st_close(st);
     if (rc) return rc;
     char tok[4096];
@@ -337,6 +267,7 @@ void model_transformer_free(model_transformer *m) {
     free(m->params);
     free(m->layers);
     free(m->rope_inv_freq);
+    model_layout_free(&m->layout);
     if (m->tokenizer) model_tokenizer_free(m->tokenizer);
     memset(m, 0, sizeof *m);
 }
