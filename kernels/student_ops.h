@@ -53,19 +53,18 @@ void kern_output_gate_bwd_f32(float *dq, float *dk, float *dv, float *dw_o, floa
                               const float *d_o, const float *o, const float *q, const float *k,
                               const float *v, const float *w_o, int T, int H, int G, int d);
 void kern_output_gate_bwd_f64(double *dq, double *dk, double *dv, double *dw_o, double *db_o,
-                              const double *d_o, const double *o, const double *q,
-                              const double *k, const double *v, const double *w_o, int T, int H,
-                              int G, int d);
+                              const double *d_o, const double *o, const double *q, const double *k,
+                              const double *v, const double *w_o, int T, int H, int G, int d);
 
 /* Mixing: yhat[t, h, :] = o[t, h] hm[t, h, :] + (1 - o[t, h]) yswa[t, h, :]; yhat, hm, yswa
  * [T, H*d], o [T, H]. Backward gives d_o, dhm, dyswa from dyhat. */
-void kern_mix_fwd_f32(float *yhat, const float *o, const float *hm, const float *yswa, int T,
-                      int H, int d);
+void kern_mix_fwd_f32(float *yhat, const float *o, const float *hm, const float *yswa, int T, int H,
+                      int d);
 void kern_mix_fwd_f64(double *yhat, const double *o, const double *hm, const double *yswa, int T,
                       int H, int d);
 void kern_mix_bwd_f32(float *d_o, float *dhm, float *dyswa, const float *dyhat, const float *o,
                       const float *hm, const float *yswa, int T, int H, int d);
-void kern_mix_bwd_f64(double *d_o, double *dhm, double *dyswa, const double *dyhat,
-                      const double *o, const double *hm, const double *yswa, int T, int H, int d);
+void kern_mix_bwd_f64(double *d_o, double *dhm, double *dyswa, const double *dyhat, const double *o,
+                      const double *hm, const double *yswa, int T, int H, int d);
 
 #endif

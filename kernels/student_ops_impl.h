@@ -22,8 +22,7 @@ void KFN(kern_feature_map_fwd)(real *phi, int ldp, const real *x, int ldx, const
 /* Softmax backward dz = phi * (dphi - <dphi, phi>) for a block of rows, then dx += dz M^T and
  * dM += x^T dz as GEMMs over the block. */
 void KFN(kern_feature_map_bwd)(real *dx, real *dM, const real *dphi, const real *phi, int ldp,
-                               const real *x, int ldx, const real *M, int T, int d,
-                               real *scratch) {
+                               const real *x, int ldx, const real *M, int T, int d, real *scratch) {
     for (int t0 = 0; t0 < T; t0 += FM_BLOCK) {
         int nb = T - t0 < FM_BLOCK ? T - t0 : FM_BLOCK;
         for (int i = 0; i < nb; i++) {
@@ -33,8 +32,8 @@ void KFN(kern_feature_map_bwd)(real *dx, real *dM, const real *dphi, const real 
             for (int j = 0; j < d; j++) dot += (double)g[j] * p[j];
             for (int j = 0; j < d; j++) dz[j] = (real)(p[j] * (g[j] - dot));
         }
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, nb, d, d, (real)1, scratch, d, M, d,
-             (real)1, dx + (size_t)t0 * ldx, ldx);
+        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, nb, d, d, (real)1, scratch, d, M, d, (real)1,
+             dx + (size_t)t0 * ldx, ldx);
         GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, nb, (real)1, x + (size_t)t0 * ldx, ldx,
              scratch, d, (real)1, dM, d);
     }
@@ -47,8 +46,8 @@ static void KFN(so_affine)(real *y, const real *x, const real *w, const real *b,
     GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, H, D, (real)1, x, D, w, H, (real)1, y, H);
 }
 
-void KFN(kern_gates_fwd)(real *itilde, real *log_f, const real *x, const real *w_i,
-                         const real *b_i, const real *w_f, const real *b_f, int T, int D, int H) {
+void KFN(kern_gates_fwd)(real *itilde, real *log_f, const real *x, const real *w_i, const real *b_i,
+                         const real *w_f, const real *b_f, int T, int D, int H) {
     KFN(so_affine)(itilde, x, w_i, b_i, T, D, H);
     KFN(so_affine)(log_f, x, w_f, b_f, T, D, H);
     for (size_t n = 0; n < (size_t)T * H; n++) log_f[n] = (real)so_logsigmoid(log_f[n]);
@@ -58,9 +57,8 @@ void KFN(kern_gates_fwd)(real *itilde, real *log_f, const real *x, const real *w
  * (~e^-z for large z, ~1 for very negative z) without keeping z. Loops h outermost so each
  * (t, h) gradient is computed once; x, dx rows are then walked with stride 1. */
 void KFN(kern_gates_bwd)(real *dx, real *dw_i, real *db_i, real *dw_f, real *db_f,
-                         const real *ditilde, const real *dlog_f, const real *x,
-                         const real *log_f, const real *w_i, const real *w_f, int T, int D,
-                         int H) {
+                         const real *ditilde, const real *dlog_f, const real *x, const real *log_f,
+                         const real *w_i, const real *w_f, int T, int D, int H) {
     for (int h = 0; h < H; h++) {
         double sbi = 0, sbf = 0;
         for (int t = 0; t < T; t++) {

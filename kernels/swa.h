@@ -29,8 +29,8 @@ void kern_swa_bwd_f32(float *dq, float *dk, float *dv, const float *dout, const 
                       const float *k, const float *v, const float *out, const float *lse, int T,
                       int H, int G, int d, int W, int S, float *scratch);
 void kern_swa_bwd_f64(double *dq, double *dk, double *dv, const double *dout, const double *q,
-                      const double *k, const double *v, const double *out, const double *lse,
-                      int T, int H, int G, int d, int W, int S, double *scratch);
+                      const double *k, const double *v, const double *out, const double *lse, int T,
+                      int H, int G, int d, int W, int S, double *scratch);
 
 /* Generation cache, owned by the caller:
  *   sink_k, sink_v: [S, G*d]  row p = key/value of position p, for p < S;

@@ -1,6 +1,6 @@
 /* kernels/swa_impl.h — bodies of the sliding-window + sink attention kernels, generic over the
  * element type. swa.c includes this once per type with `real`, KFN(name) and GEMM defined; no
- * include guard on purpose. Helpers shared by both types (swa_block, swa_span, ...) live in swa.c. */
+ * include guard on purpose. Helpers shared by both types (swa_block, swa_span...) are in swa.c. */
 
 /* Scores of query block [t0, t0+nq) of head h against the block's keys: the sink part
  * (keys 0..sp->ns-1) then the window part (keys sp->ws0..), into P[nq, sp->L], scaled. */
@@ -58,9 +58,9 @@ void KFN(kern_swa_fwd)(real *out, real *lse, const real *q, const real *k, const
 /* Flash-attention backward per query block: P is recomputed from the saved lse, then
  * dS = P * (dP - rowsum(dout * out)) with dP = dout V^T; dq += dS K, dk += dS^T q, dv += P^T dout
  * (the 1/sqrt(d) scale folded into the GEMMs for dq and dk). */
-void KFN(kern_swa_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *q,
-                       const real *k, const real *v, const real *out, const real *lse, int T,
-                       int H, int G, int d, int W, int S, real *scratch) {
+void KFN(kern_swa_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *q, const real *k,
+                       const real *v, const real *out, const real *lse, int T, int H, int G, int d,
+                       int W, int S, real *scratch) {
     int qs = H * d, ks = G * d, group = H / G, bq = swa_block(W);
     size_t lmax = swa_lmax(W, S);
     real *P = scratch, *dP = scratch + (size_t)bq * lmax, *Di = dP + (size_t)bq * lmax;
@@ -154,8 +154,8 @@ static void KFN(swa_step_key)(real *acc, double *m, double *l, const real *qh, c
 }
 
 void KFN(kern_swa_step)(real *out, const real *q, const real *sink_k, const real *sink_v,
-                        const real *ring_k, const real *ring_v, int pos, int H, int G, int d,
-                        int W, int S) {
+                        const real *ring_k, const real *ring_v, int pos, int H, int G, int d, int W,
+                        int S) {
     int group = H / G, ks = G * d;
     int ws = pos - W + 1 > 0 ? pos - W + 1 : 0;
     int ns = S < ws ? S : ws; /* sinks older than the ring's oldest position */
@@ -166,9 +166,10 @@ void KFN(kern_swa_step)(real *out, const real *q, const real *sink_k, const real
         real *acc = out + (size_t)h * d;
         memset(acc, 0, sizeof(real) * d);
         double m = -INFINITY, l = 0;
-        for (int j = 0; j < ns; j++)
-            KFN(swa_step_key)(acc, &m, &l, qh, sink_k + (size_t)j * ks + (size_t)g * d,
-                              sink_v + (size_t)j * ks + (size_t)g * d, d, scale);
+        for (int j = 0; j < ns; j++) {
+            size_t r = (size_t)j * ks + (size_t)g * d;
+            KFN(swa_step_key)(acc, &m, &l, qh, sink_k + r, sink_v + r, d, scale);
+        }
         for (int p = ws; p <= pos; p++) {
             size_t r = (size_t)(p % W) * ks + (size_t)g * d;
             KFN(swa_step_key)(acc, &m, &l, qh, ring_k + r, ring_v + r, d, scale);

@@ -75,7 +75,8 @@ static void test_feature_map(void) {
         double z[16], s = 0;
         for (int j = 0; j < d; j++) {
             z[j] = 0;
-            for (int i = 0; i < d; i++) z[j] += c.x[(size_t)t * c.ldx + c.h * d + i] * c.M[i * d + j];
+            for (int i = 0; i < d; i++)
+                z[j] += c.x[(size_t)t * c.ldx + c.h * d + i] * c.M[i * d + j];
             s += exp(z[j]);
         }
         for (int j = 0; j < d; j++) ref[(size_t)t * c.ldp + j] = exp(z[j]) / s;
@@ -98,9 +99,11 @@ static void test_feature_map(void) {
     fd("feature_map", "x", c.x, dx, nx, fm_loss, &c);
     fd("feature_map", "M", c.M, dM, nm, fm_loss, &c);
 
-    float *Rf = gc_to_f32(c.R, np), *dxf = calloc(nx, sizeof(float)), *dMf = calloc(nm, sizeof(float));
+    float *Rf = gc_to_f32(c.R, np), *dxf = calloc(nx, sizeof(float)),
+          *dMf = calloc(nm, sizeof(float));
     float *sf = malloc(sizeof(float) * kern_feature_map_scratch_elems(d));
-    kern_feature_map_bwd_f32(dxf + c.h * d, dMf, Rf, phif, c.ldp, xf + c.h * d, c.ldx, Mf, T, d, sf);
+    kern_feature_map_bwd_f32(dxf + c.h * d, dMf, Rf, phif, c.ldp, xf + c.h * d, c.ldx, Mf, T, d,
+                             sf);
     report("feature_map", "backward f32: dx", rel_err_f32(dxf, dx, nx), 1e-5);
     report("feature_map", "backward f32: dM", rel_err_f32(dMf, dM, nm), 1e-5);
 
@@ -196,8 +199,8 @@ static void test_gates(void) {
 /* ftilde = b_f (x = 1, w_f = 0) at extreme values: logsigmoid finite and accurate element by
  * element, its derivative sigmoid(-z) too (db_f with dlogf = 1). */
 static void test_gates_extreme(void) {
-    const double z[] = {-1000, -100, -40, -30, -20, -5, -1, -0.0009765625, 0,
-                        0.0009765625, 1, 5, 20, 30, 40, 100, 1000};
+    const double z[] = {-1000,        -100, -40, -30, -20, -5, -1,  -0.0009765625, 0,
+                        0.0009765625, 1,    5,   20,  30,  40, 100, 1000};
     enum { H = sizeof z / sizeof z[0] };
     double x = 1, w[H] = {0}, b[H], it[H], lf[H], dit[H] = {0}, dlf[H], dx = 0, dw[H] = {0};
     double dwf[H] = {0}, dbi[H] = {0}, dbf[H] = {0};
@@ -210,8 +213,9 @@ static void test_gates_extreme(void) {
     kern_gates_bwd_f32(&dxf, dwf32, dbif, dwff, dbff, ditf, dlff, &xf, lff, wf32, wf32, 1, 1, H);
     double worst64 = 0, worst32 = 0, dworst64 = 0, dworst32 = 0;
     for (int h = 0; h < H; h++) {
-        bool finite = isfinite(lf[h]) && isfinite(lff[h]) && isfinite(dbf[h]) && isfinite(dbff[h])
-                      && isfinite(dwf[h]) && isfinite(dwff[h]) && lf[h] <= 0 && lff[h] <= 0;
+        bool finite = isfinite(lf[h]) && isfinite(lff[h]) && isfinite(dbf[h]) &&
+                      isfinite(dbff[h]) && isfinite(dwf[h]) && isfinite(dwff[h]) && lf[h] <= 0 &&
+                      lff[h] <= 0;
         CHECK_MSG(finite, "gates at z = %g: logf %g / %g, dz %g / %g", z[h], lf[h], lff[h], dbf[h],
                   dbff[h]);
         if (fabs(z[h]) > 40) continue; /* beyond: only finite (e^-z leaves the formats) */
@@ -226,9 +230,10 @@ static void test_gates_extreme(void) {
                   dbf[h], dbff[h], dref);
     }
     printf("  %-11s |z| <= 40 elementwise rel: logsigmoid f64 %.1e f32 %.1e; sigmoid(-z) f64 "
-           "%.1e f32 %.1e\n", "gates", worst64, worst32, dworst64, dworst32);
-    printf("  %-11s logf(-40) = %.17g, logf(40) = %.17g, logf(1000) = %g\n", "gates", lf[2],
-           lf[14], lf[16]);
+           "%.1e f32 %.1e\n",
+           "gates", worst64, worst32, dworst64, dworst32);
+    printf("  %-11s logf(-40) = %.17g, logf(40) = %.17g, logf(1000) = %g\n", "gates", lf[2], lf[14],
+           lf[16]);
 }
 
 /* ---- output gate ---- */
@@ -247,7 +252,8 @@ static double og_loss(void *p) {
 static void test_output_gate(void) {
     og_ctx c = {.T = 6, .H = 4, .G = 2, .d = 5};
     int T = c.T, H = c.H, G = c.G, d = c.d;
-    size_t nq = (size_t)T * H * d, nk = (size_t)T * G * d, nw = (size_t)H * 3 * d, no = (size_t)T * H;
+    size_t nq = (size_t)T * H * d, nk = (size_t)T * G * d, nw = (size_t)H * 3 * d,
+           no = (size_t)T * H;
     c.q = gc_normal(nq, 1.0, &rng), c.k = gc_normal(nk, 1.0, &rng), c.v = gc_normal(nk, 1.0, &rng);
     c.w = gc_normal(nw, 0.4, &rng), c.b = gc_normal(H, 1.0, &rng), c.R = gc_normal(no, 1.0, &rng);
     c.o = malloc(sizeof(double) * no);
@@ -282,13 +288,14 @@ static void test_output_gate(void) {
     fd("output_gate", "w_o", c.w, dw, nw, og_loss, &c);
     fd("output_gate", "b_o", c.b, db, H, og_loss, &c);
 
-    float *Rf = gc_to_f32(c.R, no), *dqf = calloc(nq, sizeof(float)), *dkf = calloc(nk, sizeof(float));
+    float *Rf = gc_to_f32(c.R, no), *dqf = calloc(nq, sizeof(float)),
+          *dkf = calloc(nk, sizeof(float));
     float *dvf = calloc(nk, sizeof(float)), *dwf = calloc(nw, sizeof(float));
     float *dbf = calloc(H, sizeof(float));
     kern_output_gate_bwd_f32(dqf, dkf, dvf, dwf, dbf, Rf, of, qf, kf, vf, wf, T, H, G, d);
-    double e = fmax(fmax(rel_err_f32(dqf, dq, nq), rel_err_f32(dkf, dk, nk)),
-                    fmax(rel_err_f32(dvf, dv, nk),
-                         fmax(rel_err_f32(dwf, dw, nw), rel_err_f32(dbf, db, H))));
+    double e = fmax(
+        fmax(rel_err_f32(dqf, dq, nq), rel_err_f32(dkf, dk, nk)),
+        fmax(rel_err_f32(dvf, dv, nk), fmax(rel_err_f32(dwf, dw, nw), rel_err_f32(dbf, db, H))));
     report("output_gate", "backward f32 (worst)", e, 1e-5);
 
     /* saturated gates: finite, in [0, 1], zero-ish gradients */
@@ -349,13 +356,16 @@ static void test_mix(void) {
     fd("mix", "hm", c.hm, dh, ny, mix_loss, &c);
     fd("mix", "yswa", c.ys, dy, ny, mix_loss, &c);
 
-    float *Rf = gc_to_f32(c.R, ny), *dOf = calloc(no, sizeof(float)), *dhf = calloc(ny, sizeof(float));
+    float *Rf = gc_to_f32(c.R, ny), *dOf = calloc(no, sizeof(float)),
+          *dhf = calloc(ny, sizeof(float));
     float *dyf = calloc(ny, sizeof(float));
     kern_mix_bwd_f32(dOf, dhf, dyf, Rf, of, hf, yf, T, H, d);
-    double e = fmax(rel_err_f32(dOf, dO, no), fmax(rel_err_f32(dhf, dh, ny), rel_err_f32(dyf, dy, ny)));
+    double e =
+        fmax(rel_err_f32(dOf, dO, no), fmax(rel_err_f32(dhf, dh, ny), rel_err_f32(dyf, dy, ny)));
     report("mix", "backward f32 (worst)", e, 1e-5);
 
-    free(c.o), free(c.hm), free(c.ys), free(c.R), free(c.y), free(ref), free(of), free(hf), free(yf);
+    free(c.o), free(c.hm), free(c.ys), free(c.R), free(c.y), free(ref), free(of), free(hf),
+        free(yf);
     free(outf), free(o0), free(y0), free(dO), free(dh), free(dy), free(Rf), free(dOf), free(dhf);
     free(dyf);
 }

@@ -157,12 +157,16 @@ static void check_step(const swa_case *c, xd_rng *r) {
     swa_data_init(&D, c, r);
     kern_swa_fwd_f64(D.out, D.lse, D.q, D.k, D.v, T, H, G, d, W, S, D.scratch);
     size_t row = (size_t)G * d, qrow = (size_t)H * d;
-    double *sk = calloc((size_t)S * row + 1, sizeof(double)), *sv = calloc((size_t)S * row + 1, sizeof(double));
-    double *rk = calloc((size_t)W * row, sizeof(double)), *rv = calloc((size_t)W * row, sizeof(double));
+    double *sk = calloc((size_t)S * row + 1, sizeof(double)),
+           *sv = calloc((size_t)S * row + 1, sizeof(double));
+    double *rk = calloc((size_t)W * row, sizeof(double)),
+           *rv = calloc((size_t)W * row, sizeof(double));
     double *step = malloc(sizeof(double) * D.nq);
     float *qf = gc_to_f32(D.q, D.nq), *kf = gc_to_f32(D.k, D.nkv), *vf = gc_to_f32(D.v, D.nkv);
-    float *skf = calloc((size_t)S * row + 1, sizeof(float)), *svf = calloc((size_t)S * row + 1, sizeof(float));
-    float *rkf = calloc((size_t)W * row, sizeof(float)), *rvf = calloc((size_t)W * row, sizeof(float));
+    float *skf = calloc((size_t)S * row + 1, sizeof(float)),
+          *svf = calloc((size_t)S * row + 1, sizeof(float));
+    float *rkf = calloc((size_t)W * row, sizeof(float)),
+          *rvf = calloc((size_t)W * row, sizeof(float));
     float *stepf = malloc(sizeof(float) * D.nq);
     for (int t = 0; t < T; t++) {
         kern_swa_cache_push_f64(sk, sv, rk, rv, D.k + t * row, D.v + t * row, t, G, d, W, S);
@@ -171,8 +175,8 @@ static void check_step(const swa_case *c, xd_rng *r) {
         kern_swa_step_f32(stepf + t * qrow, qf + t * qrow, skf, svf, rkf, rvf, t, H, G, d, W, S);
     }
     double e64 = rel_err_f64(step, D.out, D.nq), e32 = rel_err_f32(stepf, D.out, D.nq);
-    printf("step T=%d W=%d S=%d H=%d G=%d (ring wraps %d times): f64 %.1e  f32 %.1e\n", T, W, S,
-           H, G, (T - 1) / W, e64, e32);
+    printf("step T=%d W=%d S=%d H=%d G=%d (ring wraps %d times): f64 %.1e  f32 %.1e\n", T, W, S, H,
+           G, (T - 1) / W, e64, e32);
     CHECK_MSG(e64 <= 1e-12, "step f64 %g", e64);
     CHECK_MSG(e32 <= 1e-5, "step f32 %g", e32);
     free(sk), free(sv), free(rk), free(rv), free(step), free(qf), free(kf), free(vf);
@@ -200,7 +204,7 @@ int main(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i], &r);
 
     const swa_case steps[] = {
-        {40, 5, 3, 4, 2, 8, ""}, {50, 4, 0, 4, 1, 8, ""}, {33, 1, 2, 4, 2, 8, ""},
+        {40, 5, 3, 4, 2, 8, ""}, {50, 4, 0, 4, 1, 8, ""},    {33, 1, 2, 4, 2, 8, ""},
         {30, 7, 5, 2, 2, 8, ""}, {200, 64, 4, 9, 3, 16, ""},
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) check_step(&steps[i], &r);
