@@ -3,7 +3,6 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <stdbool.h>
 #include <string.h>
 
 /* Queries per block: at most 64 so the block's scores fit in cache, at most W so the keys a block
@@ -33,27 +32,35 @@ static swa_span swa_block_span(int t0, int nq, int W, int S) {
     return sp;
 }
 
-/* Whether column c of the block's scores is in query t's key set. Sink columns always are: they
- * precede the window of every query of the block. A window column j is when it is causal and
- * either a sink or within t's own window. */
-static inline bool swa_allowed(const swa_span *sp, int c, int t, int W, int S) {
-    if (c < sp->ns) return true;
-    int j = sp->ws0 + (c - sp->ns);
-    return j <= t && (j < S || j > t - W);
+/* Query t's keys among the block's columns: [0, a) and [b, e). Columns >= e are after t (causal);
+ * [a, b) are the keys between the sinks and t's own window, which t no longer sees. Sink columns
+ * always lie in [0, a): they precede the window of every query of the block. */
+static inline void swa_row_ranges(const swa_span *sp, int t, int W, int S, int *a, int *b, int *e) {
+    int ws = t - W + 1 > 0 ? t - W + 1 : 0;
+    int lo = S > sp->ws0 ? S : sp->ws0, hi = ws > lo ? ws : lo; /* dropped keys: lo <= j < hi */
+    *e = sp->ns + (t - sp->ws0) + 1;
+    *a = sp->ns + (lo - sp->ws0);
+    *b = sp->ns + (hi - sp->ws0);
+    if (*a > *e) *a = *e;
+    if (*b > *e) *b = *e;
 }
 
 #define real float
 #define KFN(n) n##_f32
 #define GEMM cblas_sgemm
+#define EXPR expf
 #include "swa_impl.h"
 #undef real
 #undef KFN
 #undef GEMM
+#undef EXPR
 
 #define real double
 #define KFN(n) n##_f64
 #define GEMM cblas_dgemm
+#define EXPR exp
 #include "swa_impl.h"
 #undef real
 #undef KFN
 #undef GEMM
+#undef EXPR

@@ -1,5 +1,5 @@
 /* kernels/swa_impl.h — bodies of the sliding-window + sink attention kernels, generic over the
- * element type. swa.c includes this once per type with `real`, KFN(name) and GEMM defined; no
+ * element type. swa.c includes this once per type with `real`, KFN(name), GEMM and EXPR defined; no
  * include guard on purpose. Helpers shared by both types (swa_block, swa_span...) are in swa.c. */
 
 /* Scores of query block [t0, t0+nq) of head h against the block's keys: the sink part
@@ -19,7 +19,7 @@ static void KFN(swa_scores)(real *P, const real *q, const real *k, int t0, int n
 void KFN(kern_swa_fwd)(real *out, real *lse, const real *q, const real *k, const real *v, int T,
                        int H, int G, int d, int W, int S, real *scratch) {
     int qs = H * d, ks = G * d, group = H / G, bq = swa_block(W);
-    real *P = scratch;
+    real *P = scratch, *inv = scratch + (size_t)bq * swa_lmax(W, S);
     for (int h = 0; h < H; h++) {
         int g = h / group;
         for (int t0 = 0; t0 < T; t0 += bq) {
@@ -27,20 +27,20 @@ void KFN(kern_swa_fwd)(real *out, real *lse, const real *q, const real *k, const
             swa_span sp = swa_block_span(t0, nq, W, S);
             KFN(swa_scores)(P, q, k, t0, nq, h, g, H, G, d, &sp);
             for (int i = 0; i < nq; i++) {
-                int t = t0 + i;
+                int t = t0 + i, a, b, e;
+                swa_row_ranges(&sp, t, W, S, &a, &b, &e);
                 real *row = P + (size_t)i * sp.L;
-                double m = -INFINITY;
-                for (int c = 0; c < sp.L; c++)
-                    if (swa_allowed(&sp, c, t, W, S) && row[c] > m) m = row[c];
-                /* exp and sum in double: the f32 kernel then only rounds once per probability */
-                double s = 0;
-                for (int c = 0; c < sp.L; c++) {
-                    double e = swa_allowed(&sp, c, t, W, S) ? exp((double)row[c] - m) : 0.0;
-                    row[c] = (real)e;
-                    s += e;
-                }
-                real inv = (real)(1.0 / s);
-                for (int c = 0; c < sp.L; c++) row[c] *= inv;
+                double m = -INFINITY, s = 0;
+                for (int c = 0; c < a; c++) m = row[c] > m ? row[c] : m;
+                for (int c = b; c < e; c++) m = row[c] > m ? row[c] : m;
+                /* unnormalised exp (in the kernel's type: expf is much cheaper), summed in double;
+                 * the rows of out are divided by the sum after the GEMM */
+                real mr = (real)m;
+                for (int c = 0; c < a; c++) s += row[c] = EXPR(row[c] - mr);
+                for (int c = a; c < b; c++) row[c] = 0;
+                for (int c = b; c < e; c++) s += row[c] = EXPR(row[c] - mr);
+                for (int c = e; c < sp.L; c++) row[c] = 0;
+                inv[i] = (real)(1.0 / s);
                 lse[(size_t)t * H + h] = (real)(m + log(s));
             }
             /* out_h[block] = P V over the two key ranges */
@@ -51,6 +51,8 @@ void KFN(kern_swa_fwd)(real *out, real *lse, const real *q, const real *k, const
             GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, d, sp.nw, (real)1, P + sp.ns, sp.L,
                  v + (size_t)sp.ws0 * ks + (size_t)g * d, ks, sp.ns > 0 ? (real)1 : (real)0, ob,
                  qs);
+            for (int i = 0; i < nq; i++)
+                for (int c = 0; c < d; c++) ob[(size_t)i * qs + c] *= inv[i];
         }
     }
 }
@@ -80,11 +82,14 @@ void KFN(kern_swa_bwd)(real *dq, real *dk, real *dv, const real *dout, const rea
 
             KFN(swa_scores)(P, q, k, t0, nq, h, g, H, G, d, &sp);
             for (int i = 0; i < nq; i++) {
-                int t = t0 + i;
+                int t = t0 + i, a, b, e;
+                swa_row_ranges(&sp, t, W, S, &a, &b, &e);
                 real *row = P + (size_t)i * sp.L;
-                double l = lse[(size_t)t * H + h];
-                for (int c = 0; c < sp.L; c++)
-                    row[c] = swa_allowed(&sp, c, t, W, S) ? (real)exp((double)row[c] - l) : 0;
+                real l = lse[(size_t)t * H + h];
+                for (int c = 0; c < a; c++) row[c] = EXPR(row[c] - l);
+                for (int c = a; c < b; c++) row[c] = 0;
+                for (int c = b; c < e; c++) row[c] = EXPR(row[c] - l);
+                for (int c = e; c < sp.L; c++) row[c] = 0;
                 const real *o = out + boff + (size_t)i * qs, *go = dout + boff + (size_t)i * qs;
                 double acc = 0;
                 for (int c = 0; c < d; c++) acc += (double)o[c] * go[c];
