@@ -5,6 +5,13 @@
 #include <math.h>
 #include <string.h>
 
+/* W >= T means full causal attention and S >= T all sinks: clamping both to T changes nothing
+ * and keeps the scratch (and the block) bounded by T when a caller passes a huge W. */
+static void swa_clamp(int T, int *W, int *S) {
+    if (*W > T) *W = T > 1 ? T : 1;
+    if (*S > T) *S = T;
+}
+
 /* Queries per block: at most 64 so the block's scores fit in cache, at most W so the keys a block
  * needs (W + block - 1, plus sinks) stay O(W + S). */
 static int swa_block(int W) { return W < 64 ? W : 64; }
@@ -12,7 +19,8 @@ static int swa_block(int W) { return W < 64 ? W : 64; }
 /* Longest key list of a block: S sinks + the window of its first query + the block. */
 static size_t swa_lmax(int W, int S) { return (size_t)S + (size_t)W + (size_t)swa_block(W) - 1; }
 
-size_t kern_swa_scratch_elems(int W, int S) {
+size_t kern_swa_scratch_elems(int T, int W, int S) {
+    swa_clamp(T, &W, &S);
     size_t bq = (size_t)swa_block(W);
     return 2 * bq * swa_lmax(W, S) + bq;
 }

@@ -14,8 +14,9 @@
 
 #include <stddef.h>
 
-/* Elements of scratch (of the kernel's type) that kern_swa_fwd / kern_swa_bwd need. */
-size_t kern_swa_scratch_elems(int W, int S);
+/* Elements of scratch (of the kernel's type) that kern_swa_fwd / kern_swa_bwd need for T tokens:
+ * O(min(W, T) + S) * 64, whatever W (W >= T is full causal attention). */
+size_t kern_swa_scratch_elems(int T, int W, int S);
 
 /* out = attention; lse[t*H + h] = log-sum-exp of query (t, h)'s scaled scores, for the backward.
  * Works on blocks of queries (no T x T matrix): cost O(T * (W + S) * d) per head. */

@@ -18,6 +18,7 @@ static void KFN(swa_scores)(real *P, const real *q, const real *k, int t0, int n
 
 void KFN(kern_swa_fwd)(real *out, real *lse, const real *q, const real *k, const real *v, int T,
                        int H, int G, int d, int W, int S, real *scratch) {
+    swa_clamp(T, &W, &S);
     int qs = H * d, ks = G * d, group = H / G, bq = swa_block(W);
     real *P = scratch, *inv = scratch + (size_t)bq * swa_lmax(W, S);
     for (int h = 0; h < H; h++) {
@@ -63,6 +64,7 @@ void KFN(kern_swa_fwd)(real *out, real *lse, const real *q, const real *k, const
 void KFN(kern_swa_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *q, const real *k,
                        const real *v, const real *out, const real *lse, int T, int H, int G, int d,
                        int W, int S, real *scratch) {
+    swa_clamp(T, &W, &S);
     int qs = H * d, ks = G * d, group = H / G, bq = swa_block(W);
     size_t lmax = swa_lmax(W, S);
     real *P = scratch, *dP = scratch + (size_t)bq * lmax, *Di = dP + (size_t)bq * lmax;

@@ -35,7 +35,8 @@ typedef struct timing {
 static void report(const char *what, timing best, double flops) {
     printf("  %-12s %8.3f ms/token wall  %8.3f ms/token CPU  (%6.1f ms per sequence, %5.1f "
            "GFLOP/s useful)\n",
-           what, 1e3 * best.wall / T, 1e3 * best.cpu / T, 1e3 * best.wall, flops / best.wall * 1e-9);
+           what, 1e3 * best.wall / T, 1e3 * best.cpu / T, 1e3 * best.wall,
+           flops / best.wall * 1e-9);
 }
 
 #define BENCH_TYPE(real, sfx)                                                                      \
@@ -48,7 +49,7 @@ static void report(const char *what, timing best, double flops) {
         real *dout = malloc(sizeof(real) * nq), *dq = malloc(sizeof(real) * nq);                   \
         real *dk = malloc(sizeof(real) * nkv), *dv = malloc(sizeof(real) * nkv);                   \
         real *lse = malloc(sizeof(real) * T * H);                                                  \
-        real *scratch = malloc(sizeof(real) * kern_swa_scratch_elems(W, S));                       \
+        real *scratch = malloc(sizeof(real) * kern_swa_scratch_elems(T, W, S));                    \
         for (size_t i = 0; i < nq; i++) q[i] = (real)xd_rng_normal(&r), dout[i] = q[i] * 0.5f;     \
         for (size_t i = 0; i < nkv; i++)                                                           \
             k[i] = (real)xd_rng_normal(&r), v[i] = (real)xd_rng_normal(&r);                        \

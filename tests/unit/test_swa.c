@@ -61,7 +61,7 @@ static void swa_data_init(swa_data *D, const swa_case *c, xd_rng *r) {
     D->dout = gc_normal(D->nq, 1.0, r);
     D->out = malloc(sizeof(double) * D->nq);
     D->lse = malloc(sizeof(double) * D->nl);
-    D->scratch = malloc(sizeof(double) * kern_swa_scratch_elems(c->W, c->S));
+    D->scratch = malloc(sizeof(double) * kern_swa_scratch_elems(c->T, c->W, c->S));
 }
 
 static void swa_data_free(swa_data *D) {
@@ -95,7 +95,7 @@ static void check_case(const swa_case *c, xd_rng *r) {
     float *qf = gc_to_f32(D.q, nq), *kf = gc_to_f32(D.k, nkv), *vf = gc_to_f32(D.v, nkv);
     float *dof = gc_to_f32(D.dout, nq), *of = malloc(sizeof(float) * nq);
     float *lf = malloc(sizeof(float) * nl);
-    float *sf = malloc(sizeof(float) * kern_swa_scratch_elems(W, S));
+    float *sf = malloc(sizeof(float) * kern_swa_scratch_elems(T, W, S));
     kern_swa_fwd_f32(of, lf, qf, kf, vf, T, H, G, d, W, S, sf);
     double e32 = rel_err_f32(of, ref, nq), e32l = rel_err_f32(lf, ref_lse, nl);
     printf(" fwd f64 %.1e (lse %.1e)  f32 %.1e (lse %.1e)", e64, e64l, e32, e32l);
@@ -194,6 +194,8 @@ int main(void) {
         {21, 1, 3, 4, 2, 8, "W = 1 with sinks"},
         {37, 5, 0, 4, 1, 8, "S = 0, G = 1"},
         {10, 3, 12, 4, 2, 8, "S >= T"},
+        {25, 1 << 30, 0, 4, 2, 8, "W huge (scratch from T)"},
+        {12, 2, 1 << 30, 2, 1, 8, "S huge"},
         {20, 12, 10, 4, 2, 8, "W + S > T"},
         {24, 6, 4, 4, 2, 8, "sinks + window, GQA"},
         {30, 7, 2, 4, 1, 8, "sinks + window, G = 1"},
