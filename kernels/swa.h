@@ -15,7 +15,8 @@
 #include <stddef.h>
 
 /* Elements of scratch (of the kernel's type) that kern_swa_fwd / kern_swa_bwd need for T tokens:
- * O(min(W, T) + S) * 64, whatever W (W >= T is full causal attention). */
+ * 2b(S + W + b - 1) + b with W, S clamped to T and b = min(W, 64) queries per block (W >= T is
+ * full causal attention, so a huge W costs no more than W = T). */
 size_t kern_swa_scratch_elems(int T, int W, int S);
 
 /* out = attention; lse[t*H + h] = log-sum-exp of query (t, h)'s scaled scores, for the backward.
@@ -38,7 +39,9 @@ void kern_swa_bwd_f64(double *dq, double *dk, double *dv, const double *dout, co
  *   ring_k, ring_v: [W, G*d]  row p % W = key/value of position p, for every position.
  * kern_swa_cache_push stores the key/value rows of position pos (k_t, v_t: [G*d]) there; push
  * position pos before calling kern_swa_step for the query at pos. The ring then holds positions
- * max(0, pos-W+1)..pos and the sink rows older than that supply the rest of the key set. */
+ * max(0, pos-W+1)..pos and the sink rows older than that supply the rest of the key set. After a
+ * prompt run through kern_swa_fwd, push its positions in order (only the last W and the first S
+ * matter) and continue with push + step per generated token. */
 void kern_swa_cache_push_f32(float *sink_k, float *sink_v, float *ring_k, float *ring_v,
                              const float *k_t, const float *v_t, int pos, int G, int d, int W,
                              int S);
