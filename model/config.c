@@ -119,23 +119,20 @@ static int parse_rope(json_t *root, model_config *c, const char *name, xd_err *e
                    type);
 }
 
-int model_config_parse_hf(const char *text, size_t len, const char *name, model_config *c,
-                          xd_err *e) {
+static int parse_student(json_t *root, const char *name, model_config *c, xd_err *e);
+
+/* A teacher configuration from its JSON object. */
+static int parse_object(json_t *root, const char *name, model_config *c, xd_err *e) {
     memset(c, 0, sizeof *c);
-    json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return xd_fail(e, "%s: not valid JSON (line %d: %s)", name, je.line, je.text);
     int rc = -1;
-    if (!json_is_object(root)) {
-        xd_fail(e, "%s: must be a JSON object", name);
-        goto done;
-    }
+    if (!json_is_object(root)) return xd_fail(e, "%s: must be a JSON object", name);
     json_t *mt = json_object_get(root, "model_type");
     if (!json_is_string(mt)) {
         xd_fail(e, "%s: \"model_type\" must be a string", name);
         goto done;
     }
     const char *type = json_string_value(mt);
+    if (!strcmp(type, "xlstm_hybrid")) return parse_student(root, name, c, e);
     snprintf(c->model_type, sizeof c->model_type, "%s", type);
     if (!strcmp(type, "llama")) c->arch = MODEL_ARCH_LLAMA;
     else if (!strcmp(type, "qwen2")) c->arch = MODEL_ARCH_QWEN2;
@@ -180,8 +177,83 @@ int model_config_parse_hf(const char *text, size_t len, const char *name, model_
         goto done;
     rc = model_config_validate(c, name, e);
 done:
+    return rc;
+}
+
+/* {"model_type": "xlstm_hybrid", "xlstm_hybrid": {window, sinks, chunk, mlstm_eps},
+ *  "teacher": {the teacher's config.json}} */
+static int parse_student(json_t *root, const char *name, model_config *c, xd_err *e) {
+    json_t *teacher = json_object_get(root, "teacher"), *hy = json_object_get(root, "xlstm_hybrid");
+    if (!json_is_object(teacher))
+        return xd_fail(e, "%s: a student config needs the teacher's config as object \"teacher\"", name);
+    if (!json_is_object(hy))
+        return xd_fail(e, "%s: a student config needs its settings as object \"xlstm_hybrid\"", name);
+    json_t *tt = json_object_get(teacher, "model_type");
+    if (json_is_string(tt) && !strcmp(json_string_value(tt), "xlstm_hybrid"))
+        return xd_fail(e, "%s: the teacher of a student cannot be a student", name);
+    char tname[600];
+    snprintf(tname, sizeof tname, "%s (teacher)", name);
+    if (parse_object(teacher, tname, c, e)) return -1;
+    c->student = true;
+    if (get_int(hy, "window", true, 512, &c->window, name, e) ||
+        get_int(hy, "sinks", true, 4, &c->sinks, name, e) ||
+        get_int(hy, "chunk", true, 64, &c->chunk, name, e) ||
+        get_num(hy, "mlstm_eps", false, 1e-6, &c->mlstm_eps, name, e))
+        return -1;
+    return model_config_validate(c, name, e);
+}
+
+int model_config_parse_hf(const char *text, size_t len, const char *name, model_config *c,
+                          xd_err *e) {
+    memset(c, 0, sizeof *c);
+    json_error_t je;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return xd_fail(e, "%s: not valid JSON (line %d: %s)", name, je.line, je.text);
+    int rc = parse_object(root, name, c, e);
     json_decref(root);
     return rc;
+}
+
+json_t *model_config_to_json(const model_config *c) {
+    json_t *t = json_object();
+    json_object_set_new(t, "model_type", json_string(c->model_type));
+    json_object_set_new(t, "hidden_size", json_integer(c->hidden));
+    json_object_set_new(t, "intermediate_size", json_integer(c->ffn));
+    json_object_set_new(t, "num_hidden_layers", json_integer(c->n_layers));
+    json_object_set_new(t, "num_attention_heads", json_integer(c->n_heads));
+    json_object_set_new(t, "num_key_value_heads", json_integer(c->n_kv_heads));
+    json_object_set_new(t, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(t, "vocab_size", json_integer(c->vocab));
+    json_object_set_new(t, "max_position_embeddings", json_integer(c->max_positions));
+    json_object_set_new(t, "rms_norm_eps", json_real(c->rms_eps));
+    json_object_set_new(t, "rope_theta", json_real(c->rope_theta));
+    if (c->rope_type != MODEL_ROPE_DEFAULT) {
+        json_t *r = json_object();
+        json_object_set_new(r, "rope_type", json_string(c->rope_type == MODEL_ROPE_LINEAR ? "linear" : "llama3"));
+        json_object_set_new(r, "factor", json_real(c->rope_factor));
+        if (c->rope_type == MODEL_ROPE_LLAMA3) {
+            json_object_set_new(r, "low_freq_factor", json_real(c->rope_low_freq_factor));
+            json_object_set_new(r, "high_freq_factor", json_real(c->rope_high_freq_factor));
+            json_object_set_new(r, "original_max_position_embeddings", json_integer(c->rope_original_max));
+        }
+        json_object_set_new(t, "rope_scaling", r);
+    }
+    json_object_set_new(t, "tie_word_embeddings", json_boolean(c->tied_embeddings));
+    if (c->arch != MODEL_ARCH_QWEN2) json_object_set_new(t, "attention_bias", json_boolean(c->qkv_bias));
+    if (c->arch == MODEL_ARCH_MISTRAL && c->sliding_window)
+        json_object_set_new(t, "sliding_window", json_integer(c->sliding_window));
+    if (c->bos_id >= 0) json_object_set_new(t, "bos_token_id", json_integer(c->bos_id));
+    if (c->eos_id >= 0) json_object_set_new(t, "eos_token_id", json_integer(c->eos_id));
+    if (!c->student) return t;
+    json_t *root = json_object(), *hy = json_object();
+    json_object_set_new(root, "model_type", json_string("xlstm_hybrid"));
+    json_object_set_new(hy, "window", json_integer(c->window));
+    json_object_set_new(hy, "sinks", json_integer(c->sinks));
+    json_object_set_new(hy, "chunk", json_integer(c->chunk));
+    json_object_set_new(hy, "mlstm_eps", json_real(c->mlstm_eps));
+    json_object_set_new(root, "xlstm_hybrid", hy);
+    json_object_set_new(root, "teacher", t);
+    return root;
 }
 
 int model_config_load_hf(const char *dir, model_config *c, xd_err *e) {
@@ -211,6 +283,13 @@ int model_config_validate(const model_config *c, const char *name, xd_err *e) {
     if (c->max_positions <= 0) return xd_fail(e, "%s: max_position_embeddings must be positive", name);
     if (!(c->rms_eps > 0 && c->rms_eps < 1)) return xd_fail(e, "%s: rms_norm_eps must be in (0, 1)", name);
     if (c->sliding_window < 0) return xd_fail(e, "%s: sliding_window must be positive", name);
+    if (c->student) {
+        if (c->window < 1) return xd_fail(e, "%s: window %d must be at least 1", name, c->window);
+        if (c->sinks < 0) return xd_fail(e, "%s: sinks %d must be at least 0", name, c->sinks);
+        if (c->chunk < 1) return xd_fail(e, "%s: chunk %d must be at least 1", name, c->chunk);
+        if (!(c->mlstm_eps >= 0 && c->mlstm_eps < 1))
+            return xd_fail(e, "%s: mlstm_eps must be in [0, 1)", name);
+    }
     return 0;
 }
 

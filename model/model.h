@@ -46,6 +46,10 @@ typedef struct model_config {
 int model_config_parse_hf(const char *json_text, size_t len, const char *name, model_config *c,
                           xd_err *e);
 int model_config_load_hf(const char *dir, model_config *c, xd_err *e);
+/* The config as config.json writes it (a student: its settings and its teacher's config). The
+ * caller owns the jansson object. */
+struct json_t;
+struct json_t *model_config_to_json(const model_config *c);
 /* Checks sizes for consistency (heads divide, dims positive and bounded). */
 int model_config_validate(const model_config *c, const char *name, xd_err *e);
 /* The per-pair inverse frequencies of RoPE with the configured scaling: head_dim/2 values. */
