@@ -7,6 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "mlstm.h"
+#include "student_ops.h"
+#include "swa.h"
 #include "train_ops.h"
 
 /* In-place softmax over each row of x[n, d]. */

@@ -105,7 +105,7 @@ static void check_case(const swa_case *c, xd_rng *r) {
     /* The teacher's kernel covers the cases where the key set is a plain causal window. */
     if (S == 0 || W + S >= T) {
         float *tf = malloc(sizeof(float) * nq), *ts = malloc(sizeof(float) * (size_t)T * T);
-        kern_attention_causal(tf, qf, kf, vf, T, 0, H, G, d, W + S >= T ? 0 : W, ts);
+        kern_attention_causal_f32(tf, qf, kf, vf, T, 0, H, G, d, W + S >= T ? 0 : W, ts);
         double et = rel_err_f32(tf, ref, nq);
         printf("  teacher %.1e", et);
         CHECK_MSG(et <= 1e-5, "%s: kern_attention_causal differs from naive by %g", c->what, et);
