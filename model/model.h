@@ -129,4 +129,64 @@ void model_kv_cache_free(model_kv_cache *c);
 int model_transformer_forward(const model_transformer *m, model_kv_cache *cache, const int *tokens,
                               int n, float *logits, bool all_logits, xd_err *e);
 
+/* ---- the hybrid student (model/student.c) ---- */
+
+typedef struct model_student_settings {
+    int window, sinks, chunk;
+    double mlstm_eps;
+} model_student_settings;
+
+/* A student from a teacher: every teacher weight copied, the new parameters at their starting
+ * values (feature maps = identity, gate weights 0, b_i = 0, b_f from 3 to 6 over the heads,
+ * output gate 0). The result is a model_transformer with cfg.student set. */
+int model_student_init(const model_transformer *teacher, const model_student_settings *settings,
+                       model_transformer *student, xd_err *e);
+/* Writes DIR/model.safetensors (F32) and DIR/config.json, atomically; tokenizer_source (may be
+ * NULL) is where the tokenizer is loaded from when DIR has no tokenizer.json. */
+int model_save(const model_transformer *m, const char *dir, const char *tokenizer_source,
+               xd_err *e);
+
+/* Chunkwise inference over one window: the final-norm hidden states [T, D]. */
+int model_student_hidden(const model_transformer *m, const int *tokens, int T, float *hidden,
+                         xd_err *e);
+/* logits [n, V] = hidden [n, D] times the LM head. */
+void model_lm_head(const model_transformer *m, const float *hidden, int n, float *logits);
+
+/* The step form's state: per layer and head an mLSTM state (C, n, m), per layer the sink keys and
+ * values and a ring of the last `window` — a fixed size whatever the context length. */
+typedef struct model_student_swa_cache {
+    float *sink_k, *sink_v, *ring_k, *ring_v;
+} model_student_swa_cache;
+typedef struct model_student_state {
+    int pos;
+    size_t bytes; /* the state's whole size */
+    struct kern_mlstm_state_f32 *mlstm;
+    model_student_swa_cache *swa;
+    float *work, *buf;
+} model_student_state;
+int model_student_state_init(model_student_state *st, const model_config *c, xd_err *e);
+void model_student_state_free(model_student_state *st);
+/* Consumes one token at position st->pos; logits [V] (may be NULL). */
+int model_student_step(const model_transformer *m, model_student_state *st, int token,
+                       float *logits, xd_err *e);
+
+/* Training: forward with the activations kept (keep) and backward, in f32 and f64 (f64 for the
+ * gradient checks). Gradients add into grads, laid out as the parameters. */
+typedef struct model_student_acts_f32 model_student_acts_f32;
+typedef struct model_student_acts_f64 model_student_acts_f64;
+#define MODEL_STUDENT_TRAIN_DECLARE(real, S)                                                     \
+    int model_student_acts_new_##S(const model_config *c, int T, bool keep,                      \
+                                   model_student_acts_##S **out, xd_err *e);                     \
+    void model_student_acts_free_##S(model_student_acts_##S *s);                                 \
+    const real *model_student_acts_hidden_##S(const model_student_acts_##S *s);                  \
+    int model_student_forward_##S(const model_config *c, const model_layout *L,                  \
+                                  const real *params, const double *inv_freq, const int *tokens,\
+                                  int T, real *logits, model_student_acts_##S *s, xd_err *e);    \
+    int model_student_backward_##S(const model_config *c, const model_layout *L,                 \
+                                   const real *params, const model_student_acts_##S *s,          \
+                                   const real *dlogits, real *grads, const int *tokens,          \
+                                   xd_err *e);
+MODEL_STUDENT_TRAIN_DECLARE(float, f32)
+MODEL_STUDENT_TRAIN_DECLARE(double, f64)
+
 #endif

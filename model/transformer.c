@@ -5,6 +5,7 @@
 #include "safetensors.h"
 #include "kernels/kernels.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,36 @@ static int load_gguf(const char *path, model_transformer *m, xd_err *e) {
     return rc;
 }
 
+/* A student made from a GGUF teacher names where its tokenizer lives ("tokenizer_source"). */
+static int load_tokenizer_source(const char *dir, model_transformer *m, xd_err *e) {
+    char path[4096], *text;
+    size_t len;
+    if (xd_path_join(path, sizeof path, dir, "config.json", e) || xd_read_file(path, 4u << 20, &text, &len, e))
+        return -1;
+    json_t *root = json_loadb(text, len, 0, NULL);
+    free(text);
+    json_t *src = root ? json_object_get(root, "tokenizer_source") : NULL;
+    int rc = 0;
+    if (src && !json_is_string(src)) {
+        rc = xd_fail(e, "%s: \"tokenizer_source\" must be a string", path);
+    } else if (src) {
+        const char *from = json_string_value(src);
+        if (xd_is_dir(from)) {
+            rc = model_tokenizer_load_hf(from, &m->tokenizer, e);
+        } else {
+            model_gguf *g;
+            rc = model_gguf_open(from, &g, e);
+            if (rc == 0) {
+                rc = model_tokenizer_load_gguf(g, &m->tokenizer, e);
+                model_gguf_close(g);
+            }
+        }
+        if (rc) xd_wrap(e, "%s: the tokenizer named by tokenizer_source", path);
+    }
+    json_decref(root);
+    return rc;
+}
+
 static int load_hf(const char *dir, model_transformer *m, xd_err *e) {
     if (model_config_load_hf(dir, &m->cfg, e)) return -1;
     if (alloc_layers(m, e)) return -1;
@@ -245,7 +276,7 @@ static int load_hf(const char *dir, model_transformer *m, xd_err *e) {
     char tok[4096];
     if (xd_path_join(tok, sizeof tok, dir, "tokenizer.json", e)) return -1;
     if (xd_file_exists(tok)) return model_tokenizer_load_hf(dir, &m->tokenizer, e);
-    return 0;
+    return load_tokenizer_source(dir, m, e);
 }
 
 int model_transformer_load(const char *path, model_transformer *m, xd_err *e) {
