@@ -56,6 +56,16 @@ static int sample_token(float *logits, int V, double temperature, double top_p, 
     return scratch[n - 1].id;
 }
 
+/* Runs tokens through the model, leaving the logits of the last one: the teacher through its KV
+ * cache, the student in step form (constant memory, the prompt included). */
+static int feed(const model_transformer *m, model_kv_cache *cache, model_student_state *state,
+                const int *tokens, int n, float *logits, xd_err *e) {
+    if (!m->cfg.student) return model_transformer_forward(m, cache, tokens, n, logits, false, e);
+    for (int t = 0; t < n; t++)
+        if (model_student_step(m, state, tokens[t], t == n - 1 ? logits : NULL, e)) return -1;
+    return 0;
+}
+
 int stage_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *system = NULL;
     bool chat = false, quiet = false;
@@ -101,6 +111,7 @@ int stage_generate(int argc, char **argv) {
     int *ids = NULL;
     size_t n_ids = 0;
     model_kv_cache cache = {0};
+    model_student_state state = {0};
     float *logits = NULL;
     prob_index *scratch = NULL;
     const model_tokenizer *tok = m.tokenizer;
@@ -124,7 +135,8 @@ int stage_generate(int argc, char **argv) {
         goto done;
     }
     long capacity = (long)n_ids + max_new;
-    if (capacity > m.cfg.max_positions) {
+    /* the teacher's KV cache grows with the context; the student's state does not */
+    if (!m.cfg.student && capacity > m.cfg.max_positions) {
         if ((long)n_ids >= m.cfg.max_positions) {
             rc = xd_fail(&e, "the prompt has %zu tokens; the model takes at most %d", n_ids,
                          m.cfg.max_positions);
@@ -133,7 +145,9 @@ int stage_generate(int argc, char **argv) {
         capacity = m.cfg.max_positions;
     }
     int V = m.cfg.vocab;
-    if ((rc = model_kv_cache_init(&cache, &m.cfg, (int)capacity, &e))) goto done;
+    if (m.cfg.student) rc = model_student_state_init(&state, &m.cfg, &e);
+    else rc = model_kv_cache_init(&cache, &m.cfg, (int)capacity, &e);
+    if (rc) goto done;
     logits = xd_malloc(sizeof(float) * (size_t)V, &e);
     scratch = logits ? xd_malloc(sizeof *scratch * (size_t)V, &e) : NULL;
     if (!scratch) {
@@ -145,11 +159,11 @@ int stage_generate(int argc, char **argv) {
     xd_rng_seed(&rng, (uint64_t)seed);
 
     double t0 = xd_now();
-    if ((rc = model_transformer_forward(&m, &cache, ids, (int)n_ids, logits, false, &e))) goto done;
+    if ((rc = feed(&m, &cache, &state, ids, (int)n_ids, logits, &e))) goto done;
     double t_prefill = xd_now() - t0;
     int generated = 0;
     double t1 = xd_now();
-    while (generated < max_new && cache.length < cache.capacity) {
+    while (generated < max_new) {
         int next = sample_token(logits, V, temperature, top_p, &rng, scratch);
         if (next == eos || (chat && next == im_end)) break;
         const char *bytes;
@@ -159,19 +173,25 @@ int stage_generate(int argc, char **argv) {
             fflush(stdout);
         }
         generated++;
-        if (generated == max_new || cache.length == cache.capacity) break;
-        if ((rc = model_transformer_forward(&m, &cache, &next, 1, logits, false, &e))) goto done;
+        if (generated == max_new || (!m.cfg.student && cache.length == cache.capacity)) break;
+        if ((rc = feed(&m, &cache, &state, &next, 1, logits, &e))) goto done;
     }
     double t_decode = xd_now() - t1;
     printf("\n");
     if (!quiet)
-        fprintf(stderr, "[generate] prompt %zu tokens: prefill %.1f tok/s; %d new tokens: decode %.1f tok/s\n",
-                n_ids, n_ids / t_prefill, generated, generated > 0 ? generated / t_decode : 0.0);
+        fprintf(stderr, "[generate] prompt %zu tokens: prefill %.1f tok/s; %d new tokens: decode %.1f tok/s; "
+                "%s %.1f MiB\n", n_ids, n_ids / t_prefill, generated,
+                generated > 0 ? generated / t_decode : 0.0,
+                m.cfg.student ? "recurrent state" : "KV cache",
+                (m.cfg.student ? (double)state.bytes
+                               : 2.0 * sizeof(float) * m.cfg.n_layers * (double)cache.length *
+                                     m.cfg.n_kv_heads * m.cfg.head_dim) / (1 << 20));
 done:
     if (rc) fprintf(stderr, "xtrain generate: %s\n", e.msg);
     free(scratch);
     free(logits);
     model_kv_cache_free(&cache);
+    model_student_state_free(&state);
     free(ids);
     free(text);
     model_transformer_free(&m);

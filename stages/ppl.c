@@ -80,7 +80,7 @@ static int read_text_tokens(const char *path, const model_transformer *m, int **
 int stage_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *ids_path = NULL, *dump_path = NULL;
     int ctx = 0;
-    bool json = false;
+    bool json = false, recurrent = false;
     arg_spec specs[] = {
         {"--model", ARG_STRING, &model_path, "HF model directory or .gguf file", false},
         {"--text", ARG_STRING, &text_path, "UTF-8 text file to score", false},
@@ -88,10 +88,11 @@ int stage_ppl(int argc, char **argv) {
         {"--ctx", ARG_INT, &ctx, "window length (default: whole input up to the model maximum)", false},
         {"--dump-logits", ARG_STRING, &dump_path, "write the first window's logits (float32 LE [n, vocab])", false},
         {"--json", ARG_FLAG, &json, "print one JSON object instead of the summary line", false},
+        {"--recurrent", ARG_FLAG, &recurrent, "student only: one token at a time in step form (constant memory)", false},
     };
     int n_specs = sizeof specs / sizeof specs[0];
     const char *usage = "xtrain ppl --model PATH (--text FILE | --ids-file FILE) [--ctx N] "
-                        "[--dump-logits FILE] [--json]";
+                        "[--dump-logits FILE] [--json] [--recurrent]";
     xd_err e = {{0}};
     int prc = args_parse(specs, n_specs, argc, argv, &e);
     if (prc) {
@@ -116,6 +117,12 @@ int stage_ppl(int argc, char **argv) {
         return 1;
     }
     double t_load = xd_now() - t0;
+    if (recurrent && !m.cfg.student) {
+        fprintf(stderr, "xtrain ppl: --recurrent needs a student model; %s is a %s Transformer\n",
+                model_path, m.cfg.model_type);
+        model_transformer_free(&m);
+        return 2;
+    }
     int *ids = NULL;
     size_t n = 0;
     int rc = ids_path ? read_ids_file(ids_path, m.cfg.vocab, &ids, &n, &e)
@@ -143,10 +150,16 @@ int stage_ppl(int argc, char **argv) {
         free(ids);
         return 1;
     }
-    model_kv_cache cache;
-    int V = m.cfg.vocab;
-    float *logits = NULL;
-    rc = model_kv_cache_init(&cache, &m.cfg, ctx, &e);
+    /* Three ways to get a window's logits, PPL_BLOCK rows at a time: the teacher through its KV
+     * cache; a student chunkwise (hidden states of the whole window, then the LM head by
+     * blocks); a student in step form, one token at a time in constant memory (--recurrent). */
+    model_kv_cache cache = {0};
+    model_student_state state = {0};
+    int V = m.cfg.vocab, D = m.cfg.hidden;
+    float *logits = NULL, *hidden = NULL;
+    if (!m.cfg.student) rc = model_kv_cache_init(&cache, &m.cfg, ctx, &e);
+    else if (recurrent) rc = model_student_state_init(&state, &m.cfg, &e);
+    else if (!(hidden = xd_malloc(sizeof(float) * (size_t)ctx * D, &e))) rc = -1;
     if (rc == 0 && !(logits = xd_malloc(sizeof(float) * PPL_BLOCK * (size_t)V, &e))) rc = -1;
 
     double nll = 0, t_start = xd_now(), last_report = t_start;
@@ -156,11 +169,25 @@ int stage_ppl(int argc, char **argv) {
     for (size_t w0 = 0; rc == 0 && w0 + 1 < n; w0 += (size_t)ctx) {
         size_t wlen = n - w0 < (size_t)ctx ? n - w0 : (size_t)ctx;
         if (wlen < 2) break; /* a lone trailing token predicts nothing */
-        cache.length = 0;
+        const int *w = ids + w0;
         windows++;
+        cache.length = 0;
+        if (recurrent) {
+            model_student_state_free(&state);
+            rc = model_student_state_init(&state, &m.cfg, &e);
+        } else if (m.cfg.student) {
+            rc = model_student_hidden(&m, w, (int)wlen, hidden, &e);
+        }
         for (size_t b = 0; rc == 0 && b < wlen; b += PPL_BLOCK) {
             int bl = (int)(wlen - b < PPL_BLOCK ? wlen - b : PPL_BLOCK);
-            rc = model_transformer_forward(&m, &cache, ids + w0 + b, bl, logits, true, &e);
+            if (!m.cfg.student) {
+                rc = model_transformer_forward(&m, &cache, w + b, bl, logits, true, &e);
+            } else if (recurrent) {
+                for (int t = 0; rc == 0 && t < bl; t++)
+                    rc = model_student_step(&m, &state, w[b + t], logits + (size_t)t * V, &e);
+            } else {
+                model_lm_head(&m, hidden + b * (size_t)D, bl, logits);
+            }
             if (rc) break;
             if (dump && windows == 1 &&
                 fwrite(logits, sizeof(float) * V, (size_t)bl, dump) != (size_t)bl) {
@@ -170,7 +197,7 @@ int stage_ppl(int argc, char **argv) {
             for (int t = 0; t < bl; t++) {
                 size_t pos = b + (size_t)t;
                 if (pos + 1 >= wlen) break;
-                nll += kern_cross_entropy_row(logits + (size_t)t * V, V, ids[w0 + pos + 1]);
+                nll += kern_cross_entropy_row(logits + (size_t)t * V, V, w[pos + 1]);
                 predicted++;
             }
             done += (size_t)bl;
@@ -191,8 +218,9 @@ int stage_ppl(int argc, char **argv) {
         if (json) {
             printf("{\"ppl\": %.9g, \"nll\": %.9g, \"tokens\": %zu, \"predicted\": %zu, "
                    "\"windows\": %d, \"ctx\": %d, \"seconds\": %.3f, \"load_seconds\": %.3f, "
-                   "\"tokens_per_second\": %.1f}\n",
-                   ppl, mean, done, predicted, windows, ctx, secs, t_load, done / secs);
+                   "\"tokens_per_second\": %.1f, \"mode\": \"%s\"}\n",
+                   ppl, mean, done, predicted, windows, ctx, secs, t_load, done / secs,
+                   !m.cfg.student ? "transformer" : recurrent ? "recurrent" : "chunkwise");
         } else {
             fprintf(stderr, "[ppl] %s: %zu tokens in %d window(s) of up to %d, %.2fs (%.1f tok/s)\n",
                     model_path, done, windows, ctx, secs, done / secs);
@@ -202,6 +230,8 @@ int stage_ppl(int argc, char **argv) {
         fprintf(stderr, "xtrain ppl: %s\n", e.msg);
     }
     free(logits);
+    free(hidden);
+    model_student_state_free(&state);
     model_kv_cache_free(&cache);
     model_transformer_free(&m);
     free(ids);

@@ -3,6 +3,7 @@
 #ifndef XD_STAGES_H
 #define XD_STAGES_H
 
+int stage_init(int argc, char **argv);
 int stage_ppl(int argc, char **argv);
 int stage_generate(int argc, char **argv);
 

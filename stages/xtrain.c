@@ -9,6 +9,7 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"init", stage_init, "make a hybrid student from a teacher (stage 0)"},
     {"ppl", stage_ppl, "perplexity of a text or token ids under a model"},
     {"generate", stage_generate, "stream text from a model (greedy or sampled; --chat)"},
 };

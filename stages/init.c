@@ -1,0 +1,96 @@
+/* xtrain init: a hybrid student from a teacher (DESIGN 1.2, stage 0). */
+#define _XOPEN_SOURCE 700
+#include "args.h"
+#include "stages.h"
+#include "model/model.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* tokenizer.json and tokenizer_config.json of an HF teacher travel with the student. */
+static int copy_file(const char *from_dir, const char *to_dir, const char *name, xd_err *e) {
+    char src[4096], dst[4096], *data;
+    size_t len;
+    if (xd_path_join(src, sizeof src, from_dir, name, e) || xd_path_join(dst, sizeof dst, to_dir, name, e))
+        return -1;
+    if (!xd_file_exists(src)) return 0;
+    if (xd_read_file(src, 256u << 20, &data, &len, e)) return -1;
+    int rc = xd_write_file_atomic(dst, data, len, e);
+    free(data);
+    return rc;
+}
+
+int stage_init(int argc, char **argv) {
+    const char *teacher_path = NULL, *out = NULL;
+    int window = 512, sinks = 4, chunk = 64;
+    double eps = 1e-6;
+    bool force = false;
+    arg_spec specs[] = {
+        {"--teacher", ARG_STRING, &teacher_path, "teacher: HF model directory or .gguf file", false},
+        {"--out", ARG_STRING, &out, "directory to write the student to", false},
+        {"--window", ARG_INT, &window, "sliding-window length W (default 512)", false},
+        {"--sinks", ARG_INT, &sinks, "sink tokens S (default 4)", false},
+        {"--chunk", ARG_INT, &chunk, "mLSTM chunk length L (default 64)", false},
+        {"--mlstm-eps", ARG_DOUBLE, &eps, "mLSTM denominator epsilon (default 1e-6)", false},
+        {"--force", ARG_FLAG, &force, "overwrite a student already in --out", false},
+    };
+    int n_specs = sizeof specs / sizeof specs[0];
+    const char *usage = "xtrain init --teacher PATH --out DIR [--window W] [--sinks S] [--chunk L]";
+    xd_err e = {{0}};
+    int prc = args_parse(specs, n_specs, argc, argv, &e);
+    if (prc) {
+        if (prc < 0) fprintf(stderr, "xtrain init: %s\n", e.msg);
+        args_usage(usage, specs, n_specs);
+        return prc < 0 ? 2 : 0;
+    }
+    const char *bad = !teacher_path ? "--teacher is required" : !out ? "--out is required"
+                    : window < 1 ? "--window must be at least 1" : sinks < 0 ? "--sinks must be at least 0"
+                    : chunk < 1 ? "--chunk must be at least 1"
+                    : !(eps >= 0 && eps < 1) ? "--mlstm-eps must be in [0, 1)" : NULL;
+    if (bad) {
+        fprintf(stderr, "xtrain init: %s\n", bad);
+        return 2;
+    }
+    char cfg_path[4096];
+    if (xd_path_join(cfg_path, sizeof cfg_path, out, "config.json", &e) == 0 && xd_file_exists(cfg_path) && !force) {
+        fprintf(stderr, "xtrain init: %s already holds a model (--force to overwrite)\n", out);
+        return 1;
+    }
+    model_transformer teacher, student;
+    if (model_transformer_load(teacher_path, &teacher, &e)) {
+        fprintf(stderr, "xtrain init: %s\n", e.msg);
+        return 1;
+    }
+    if (teacher.cfg.student) {
+        fprintf(stderr, "xtrain init: %s is already a student; the teacher must be a Transformer\n", teacher_path);
+        model_transformer_free(&teacher);
+        return 1;
+    }
+    model_student_settings set = {window, sinks, chunk, eps};
+    int rc = model_student_init(&teacher, &set, &student, &e);
+    if (rc == 0) {
+        /* where the student finds its tokenizer: copied files for an HF teacher, else the GGUF */
+        char abs[PATH_MAX];
+        const char *tok_source = NULL;
+        bool hf = xd_is_dir(teacher_path);
+        if (teacher.tokenizer && !hf && realpath(teacher_path, abs)) tok_source = abs;
+        rc = model_save(&student, out, tok_source, &e);
+        if (rc == 0 && hf) rc = copy_file(teacher_path, out, "tokenizer.json", &e);
+        if (rc == 0 && hf) rc = copy_file(teacher_path, out, "tokenizer_config.json", &e);
+    }
+    if (rc == 0) {
+        uint64_t added = student.n_params - teacher.n_params;
+        printf("student of %s written to %s: %d layers, window %d, sinks %d, chunk %d; %llu teacher "
+               "parameters + %llu new (%.2f%%)\n",
+               teacher_path, out, student.cfg.n_layers, window, sinks, chunk,
+               (unsigned long long)teacher.n_params, (unsigned long long)added,
+               100.0 * (double)added / (double)teacher.n_params);
+    } else {
+        fprintf(stderr, "xtrain init: %s\n", e.msg);
+    }
+    model_transformer_free(&student);
+    model_transformer_free(&teacher);
+    return rc ? 1 : 0;
+}
