@@ -36,9 +36,11 @@ int model_tokenizer_decode(const model_tokenizer *t, const int *ids, size_t n, b
 int model_tokenizer_token_bytes(const model_tokenizer *t, int id, const char **bytes,
                                 size_t *len);
 
-/* The ChatML prompt SmolLM2 and Qwen use, ending with the assistant turn opened:
- * <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
- * system NULL → the model's default system prompt where it has one (SmolLM2's). */
+/* The ChatML prompt SmolLM2 and Qwen use: <|im_start|>{role}\n{content}<|im_end|>\n per message,
+ * then <|im_start|>assistant\n when add_generation_prompt. When the first message is not "system",
+ * the model's default system prompt goes first where its chat template has one (SmolLM2's, Qwen2's:
+ * the literal text after "<|im_start|>system\n" in the template). Errors when the tokenizer has no
+ * chat template or it is not ChatML. *out is malloc'd. */
 typedef struct model_chat_message {
     const char *role;
     const char *content;

@@ -131,8 +131,14 @@ static int load(const model_gguf *g, model_tokenizer **out, xd_err *e) {
     }
     if (rc >= 0 && spm) rc = tok_build_score_merges(t, e);
     if (rc >= 0) {
-        t->add_bos = spm; /* llama.cpp's defaults when add_bos_token is absent */
+        /* llama.cpp's defaults where the keys are absent: SentencePiece <unk> <s> </s> = 0 1 2 */
+        t->add_bos = spm;
         bool space_prefix = spm;
+        if (spm && n > 2) {
+            t->unk = 0;
+            t->bos = 1;
+            t->eos = 2;
+        }
         rc = get_id(g, "tokenizer.ggml.bos_token_id", &t->bos, e);
         if (rc >= 0) rc = get_id(g, "tokenizer.ggml.eos_token_id", &t->eos, e);
         /* byte-level: llama.cpp drops a byte without a token rather than writing <unk> */
@@ -142,9 +148,6 @@ static int load(const model_gguf *g, model_tokenizer **out, xd_err *e) {
         if (spm) {
             t->prefix = space_prefix ? TOK_PREFIX_ALWAYS : TOK_PREFIX_NONE;
             t->strip_leading_space = space_prefix;
-            if (t->unk < 0)
-                for (int i = 0; i < t->n_vocab && t->unk < 0; i++)
-                    if (t->tok[i].kind == TOK_UNKNOWN) t->unk = i;
         }
     }
     if (rc >= 0) {

@@ -55,11 +55,11 @@ static bool roundtrips(const model_tokenizer *t, const char *s, size_t len, cons
         fprintf(stderr, "encode failed: %s\n", e.msg);
         return false;
     }
-    char *out;
+    char *out = NULL;
     size_t out_len;
     bool ok = model_tokenizer_decode(t, ids, n, false, &out, &out_len, &e) == 0 &&
               out_len == want_len && memcmp(out, want, want_len) == 0;
-    if (ok) free(out);
+    free(out);
     free(ids);
     return ok;
 }
