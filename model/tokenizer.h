@@ -9,6 +9,9 @@ typedef struct model_tokenizer model_tokenizer;
 
 /* dir: a Hugging Face model directory (tokenizer.json, optional tokenizer_config.json). */
 int model_tokenizer_load_hf(const char *dir, model_tokenizer **out, xd_err *e);
+/* The text of a tokenizer.json already in memory (no tokenizer_config.json); name for messages. */
+int model_tokenizer_load_hf_json(const char *json, size_t len, const char *name,
+                                 model_tokenizer **out, xd_err *e);
 int model_tokenizer_load_gguf(const model_gguf *g, model_tokenizer **out, xd_err *e);
 void model_tokenizer_free(model_tokenizer *t);
 

@@ -407,6 +407,26 @@ static int read_json(const char *path, json_t **out, xd_err *e) {
     return 0;
 }
 
+int model_tokenizer_load_hf_json(const char *json, size_t len, const char *name,
+                                 model_tokenizer **out, xd_err *e) {
+    *out = NULL;
+    json_error_t je;
+    json_t *root = json_loadb(json, len, 0, &je);
+    if (!root)
+        return xd_fail(e, "%s: not valid JSON: %s (line %d, column %d)", name, je.text, je.line,
+                       je.column);
+    model_tokenizer *t;
+    int rc = load_from_json(root, &t, e);
+    json_decref(root);
+    if (rc < 0) return xd_wrap(e, "%s", name);
+    if (tok_finish(t, e) < 0) {
+        model_tokenizer_free(t);
+        return xd_wrap(e, "%s", name);
+    }
+    *out = t;
+    return 0;
+}
+
 int model_tokenizer_load_hf(const char *dir, model_tokenizer **out, xd_err *e) {
     *out = NULL;
     char path[4096];

@@ -63,6 +63,11 @@ static void test_llama3_details(void) {
     CHECK(model_tokenizer_encode(t, s, strlen(s), false, false, &ids, &n, &e) == 0);
     for (size_t i = 0; i < n; i++) CHECK(ids[i] < 500);
     free(ids);
+    /* an apostrophe then a multi-byte char at the very end (found by fuzzing: read past the end) */
+    for (int k = 0; k < 2; k++) {
+        const char *q = k ? "x'\xcc\x81" : "'\xc5\xbf";
+        CHECK(roundtrips(t, q, strlen(q), q, strlen(q)));
+    }
     /* streaming: token bytes concatenate to the text */
     const char *u = "caf\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x8d\x95";
     CHECK(model_tokenizer_encode(t, u, strlen(u), false, false, &ids, &n, &e) == 0);
