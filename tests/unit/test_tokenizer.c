@@ -394,6 +394,35 @@ static void test_errors(void) {
         CHECK_ERR_CONTAINS(rc, e, "message 1 has no content");
         model_tokenizer_free(t);
     }
+    /* Qwen2's (pre-2.5) template, with its newlines written as \n escapes inside the jinja string
+     * literals as well */
+    for (int k = 0; k < 2; k++) {
+        const char *cfg = k == 0
+            ? "{\"chat_template\": \"{% for message in messages %}{% if loop.first and "
+              "messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful "
+              "assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' "
+              "+ message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if "
+              "add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}\"}"
+            : "{\"chat_template\": \"{{ '<|im_start|>system\\\\nYou are a\\\\tbot.<|im_end|>"
+              "\\\\n' }}\"}";
+        rc = load_text(good, cfg, &t, &e);
+        CHECK_MSG(rc == 0, "%s", e.msg);
+        if (rc != 0) continue;
+        char *out;
+        model_chat_message m[2] = {{"user", "Hi"}, {"system", "S"}};
+        CHECK(model_chat_render(t, m, 1, true, &out, &e) == 0);
+        CHECK_MSG(strcmp(out, k == 0 ? "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                                       "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+                                     : "<|im_start|>system\nYou are a\tbot.<|im_end|>\n"
+                                       "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n") == 0,
+                  "%s", out);
+        free(out);
+        /* a system message first: no default one */
+        CHECK(model_chat_render(t, m + 1, 1, false, &out, &e) == 0);
+        CHECK(strcmp(out, "<|im_start|>system\nS<|im_end|>\n") == 0);
+        free(out);
+        model_tokenizer_free(t);
+    }
     free(good);
 }
 
