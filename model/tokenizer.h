@@ -5,6 +5,7 @@
 
 #include "gguf.h"
 
+/* A loaded tokenizer is read-only: encode and decode may run on many threads at once. */
 typedef struct model_tokenizer model_tokenizer;
 
 /* dir: a Hugging Face model directory (tokenizer.json, optional tokenizer_config.json). */
@@ -31,11 +32,16 @@ bool model_tokenizer_is_special(const model_tokenizer *t, int id);
  * *ids is malloc'd; the caller frees it. */
 int model_tokenizer_encode(const model_tokenizer *t, const char *text, size_t len, bool add_bos,
                            bool parse_special, int **ids, size_t *n_ids, xd_err *e);
-/* Appends the text of tokens to a malloc'd NUL-terminated string. decode(encode(s)) == s for any
- * valid UTF-8 s. Special tokens are rendered as their text unless skip_special. */
+/* Appends the text of tokens to a malloc'd NUL-terminated string (out_len may be NULL).
+ * decode(encode(s)) == s for any valid UTF-8 s, as with HF tokenizers, save where HF also changes
+ * it: NFC tokenizers (Qwen2) give NFC(s); a byte the vocabulary has no token for is dropped
+ * (SmolLM2 lacks 21, e.g. 0x04); SentencePiece reads a literal U+2581 as a space. SentencePiece
+ * decoding drops the one leading space its ▁ prefix stood for (HF's Strip decoder). Special tokens
+ * are rendered as their text unless skip_special. Bytes are not checked to be UTF-8. */
 int model_tokenizer_decode(const model_tokenizer *t, const int *ids, size_t n, bool skip_special,
                            char **out, size_t *out_len, xd_err *e);
-/* Streaming decode: the bytes of one token (may be a partial UTF-8 sequence). */
+/* Streaming decode: the bytes of one token (may be a partial UTF-8 sequence); SentencePiece ▁ is a
+ * space here and the caller drops the prefix space of the first token. -1 for an id out of range. */
 int model_tokenizer_token_bytes(const model_tokenizer *t, int id, const char **bytes,
                                 size_t *len);
 
