@@ -40,8 +40,8 @@ int model_tokenizer_encode(const model_tokenizer *t, const char *text, size_t le
  * are rendered as their text unless skip_special. Bytes are not checked to be UTF-8. */
 int model_tokenizer_decode(const model_tokenizer *t, const int *ids, size_t n, bool skip_special,
                            char **out, size_t *out_len, xd_err *e);
-/* Streaming decode: the bytes of one token (may be a partial UTF-8 sequence); SentencePiece ▁ is a
- * space here and the caller drops the prefix space of the first token. -1 for an id out of range. */
+/* Streaming decode: the bytes of one token (may be a partial UTF-8 sequence). SentencePiece's ▁ is
+ * a space here: the caller drops the first token's prefix space. -1 for an id out of range. */
 int model_tokenizer_token_bytes(const model_tokenizer *t, int id, const char **bytes,
                                 size_t *len);
 

@@ -152,9 +152,7 @@ static size_t next_gpt2(const uint8_t *s, size_t n, size_t i) {
     return whitespace_tail(s, n, i, false);
 }
 
-static int ascii_lower(int32_t c) {
-    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
-}
+static int ascii_lower(int32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
 
 /* (?i:'s|'t|'re|'ve|'m|'ll|'d): returns the end, or 0 when none matches at i. */
 static size_t contraction_ci(const uint8_t *s, size_t n, size_t i) {

@@ -186,7 +186,8 @@ static void test_long_runs(void) {
         model_tokenizer *t = load_dir(names[k]);
         if (!t) continue;
         for (int pat = 0; pat < 3; pat++) {
-            for (size_t i = 0; i < n; i++) s[i] = pat == 0 ? 'a' : pat == 1 ? ' ' : "ab cd\n"[i % 6];
+            for (size_t i = 0; i < n; i++)
+                s[i] = pat == 0 ? 'a' : pat == 1 ? ' ' : "ab cd\n"[i % 6];
             double t0 = xd_now();
             int *ids;
             size_t m;
@@ -259,7 +260,8 @@ static void check_variant(const char *name, const char *key, json_t *normalizer,
             int *ids;
             size_t n;
             const char *s = json_string_value(js);
-            CHECK(model_tokenizer_encode(t, s, json_string_length(js), false, true, &ids, &n, &e) == 0);
+            CHECK(model_tokenizer_encode(t, s, json_string_length(js), false, true, &ids, &n, &e) ==
+                  0);
             CHECK(ids_match(ids, n, json_array_get(want, i), key, i, s));
             free(ids);
         }
@@ -281,9 +283,9 @@ static void test_variants(void) {
                   json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement",
                             "\xe2\x96\x81", "prepend_scheme", "always", "split", 1));
     /* GPT-2 (ByteLevel with its own regex) and SmolLM2 (Digits first) over Llama-3's vocabulary */
-    check_variant("llama3", "gpt2", json_null(),
-                  json_pack("{s:s, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
-                            "use_regex", 1));
+    check_variant(
+        "llama3", "gpt2", json_null(),
+        json_pack("{s:s, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "use_regex", 1));
     check_variant("llama3", "smollm", json_null(),
                   json_pack("{s:s, s:[{s:s, s:b}, {s:s, s:b, s:b, s:b}]}", "type", "Sequence",
                             "pretokenizers", "type", "Digits", "individual_digits", 1, "type",
@@ -384,8 +386,9 @@ static void test_errors(void) {
                  "add_bos_token is true but there is no bos_token");
     expect_error(good, "not json", "tokenizer_config.json: not valid JSON");
     /* a chat template that is not ChatML */
-    rc = load_text(good, "{\"chat_template\": \"{% for m in messages %}[INST] {{ m.content }}"
-                         "{% endfor %}\"}",
+    rc = load_text(good,
+                   "{\"chat_template\": \"{% for m in messages %}[INST] {{ m.content }}"
+                   "{% endfor %}\"}",
                    &t, &e);
     CHECK(rc == 0);
     if (rc == 0) {
@@ -396,10 +399,11 @@ static void test_errors(void) {
         model_tokenizer_free(t);
     }
     /* chat_template as a list of named templates; a template without a default system prompt */
-    rc = load_text(good, "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"x\"}, "
-                         "{\"name\": \"default\", \"template\": \"{% for message in messages %}"
-                         "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-                         "'<|im_end|>\\n'}}{% endfor %}\"}]}",
+    rc = load_text(good,
+                   "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"x\"}, "
+                   "{\"name\": \"default\", \"template\": \"{% for message in messages %}"
+                   "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                   "'<|im_end|>\\n'}}{% endfor %}\"}]}",
                    &t, &e);
     CHECK(rc == 0);
     if (rc == 0) {
@@ -417,24 +421,26 @@ static void test_errors(void) {
     /* Qwen2's (pre-2.5) template, with its newlines written as \n escapes inside the jinja string
      * literals as well */
     for (int k = 0; k < 2; k++) {
-        const char *cfg = k == 0
-            ? "{\"chat_template\": \"{% for message in messages %}{% if loop.first and "
-              "messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful "
-              "assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' "
-              "+ message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if "
-              "add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}\"}"
-            : "{\"chat_template\": \"{{ '<|im_start|>system\\\\nYou are a\\\\tbot.<|im_end|>"
-              "\\\\n' }}\"}";
+        const char *cfg =
+            k == 0 ? "{\"chat_template\": \"{% for message in messages %}{% if loop.first and "
+                     "messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful "
+                     "assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + "
+                     "'\\n' "
+                     "+ message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if "
+                     "add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}\"}"
+                   : "{\"chat_template\": \"{{ '<|im_start|>system\\\\nYou are a\\\\tbot.<|im_end|>"
+                     "\\\\n' }}\"}";
         rc = load_text(good, cfg, &t, &e);
         CHECK_MSG(rc == 0, "%s", e.msg);
         if (rc != 0) continue;
         char *out;
         model_chat_message m[2] = {{"user", "Hi"}, {"system", "S"}};
         CHECK(model_chat_render(t, m, 1, true, &out, &e) == 0);
-        CHECK_MSG(strcmp(out, k == 0 ? "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                                       "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-                                     : "<|im_start|>system\nYou are a\tbot.<|im_end|>\n"
-                                       "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n") == 0,
+        CHECK_MSG(strcmp(out, k == 0
+                                  ? "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                                    "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+                                  : "<|im_start|>system\nYou are a\tbot.<|im_end|>\n"
+                                    "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n") == 0,
                   "%s", out);
         free(out);
         /* a system message first: no default one */
