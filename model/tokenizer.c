@@ -107,7 +107,8 @@ int tok_set(model_tokenizer *t, int id, const char *s, size_t len, int kind, flo
         }
         char sb2[200];
         return xd_fail(e, "token id %d is given twice (\"%s\" and \"%s\")", id,
-                       show(tok_str(t, id), k->str_len, sb, sizeof sb), show(s, len, sb2, sizeof sb2));
+                       show(tok_str(t, id), k->str_len, sb, sizeof sb),
+                       show(s, len, sb2, sizeof sb2));
     }
     if (len == 0 && kind != TOK_UNUSED) return xd_fail(e, "token %d is empty", id);
     if (len > TOK_MAX_TOKEN_BYTES)
@@ -152,8 +153,10 @@ static int parse_byte_token(const char *s, size_t len) {
     int v = 0;
     for (int i = 3; i < 5; i++) {
         char c = s[i];
-        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'A' && c <= 'F') ? c - 'A' + 10
-              : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        int d = (c >= '0' && c <= '9')   ? c - '0'
+                : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                                         : -1;
         if (d < 0) return -1;
         v = v * 16 + d;
     }
@@ -208,11 +211,12 @@ static int make_token_bytes(model_tokenizer *t, int id, char *tmp, xd_err *e) {
     return 0;
 }
 
-static int special_order(const void *a, const void *b, const model_tokenizer *t) {
-    int x = *(const int32_t *)a, y = *(const int32_t *)b;
+/* By first byte, then longest first, so the first match at a position is the longest. */
+static int special_order(int32_t x, int32_t y, const model_tokenizer *t) {
     uint8_t fx = (uint8_t)tok_str(t, x)[0], fy = (uint8_t)tok_str(t, y)[0];
     if (fx != fy) return fx < fy ? -1 : 1;
-    if (t->tok[x].str_len != t->tok[y].str_len) return t->tok[x].str_len > t->tok[y].str_len ? -1 : 1;
+    if (t->tok[x].str_len != t->tok[y].str_len)
+        return t->tok[x].str_len > t->tok[y].str_len ? -1 : 1;
     return x < y ? -1 : x > y;
 }
 
@@ -221,7 +225,7 @@ static void sort_specials(model_tokenizer *t) {
     for (int i = 1; i < t->n_specials; i++) {
         int32_t v = t->specials[i];
         int j = i - 1;
-        while (j >= 0 && special_order(&t->specials[j], &v, t) > 0) {
+        while (j >= 0 && special_order(t->specials[j], v, t) > 0) {
             t->specials[j + 1] = t->specials[j];
             j--;
         }
@@ -357,7 +361,8 @@ int tok_add_merge(model_tokenizer *t, int index, const char *a, size_t alen, con
         return xd_fail(e, "merge %d names token \"%s\" that is not in the vocabulary", index,
                        show(b, blen, sb, sizeof sb));
     if (alen + blen > TOK_MAX_TOKEN_BYTES)
-        return xd_fail(e, "merge %d makes a token longer than %d bytes", index, TOK_MAX_TOKEN_BYTES);
+        return xd_fail(e, "merge %d makes a token longer than %d bytes", index,
+                       TOK_MAX_TOKEN_BYTES);
     char cat[TOK_MAX_TOKEN_BYTES];
     memcpy(cat, a, alen);
     memcpy(cat + alen, b, blen);
@@ -401,7 +406,8 @@ int tok_finish(model_tokenizer *t, xd_err *e) {
     if (t->unk < -1 || t->unk >= t->n_vocab)
         return xd_fail(e, "unknown token id %d is out of range (vocabulary of %d)", t->unk,
                        t->n_vocab);
-    if (t->add_bos && t->bos < 0) return xd_fail(e, "add_bos_token is set but there is no BOS token");
+    if (t->add_bos && t->bos < 0)
+        return xd_fail(e, "add_bos_token is set but there is no BOS token");
     /* Words may be cut before each ▁ that follows another char when no token could span such a
      * place: the merges then never cross it, and long texts stay fast. */
     t->spm_split_safe = true;
@@ -445,8 +451,7 @@ int model_tokenizer_token_id(const model_tokenizer *t, const char *text) {
     return tok_lookup(t, text, strlen(text));
 }
 
-int model_tokenizer_token_bytes(const model_tokenizer *t, int id, const char **bytes,
-                                size_t *len) {
+int model_tokenizer_token_bytes(const model_tokenizer *t, int id, const char **bytes, size_t *len) {
     if (id < 0 || id >= t->n_vocab) return -1;
     *bytes = t->arena + t->tok[id].bytes_off;
     *len = t->tok[id].bytes_len;
@@ -499,7 +504,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem, xd_err *e) {
 }
 
 static int emit(tk_work *w, int id) {
-    if (w->n_ids == w->ids_cap && grow((void **)&w->ids, &w->ids_cap, w->n_ids + 1, sizeof(int), w->e) < 0)
+    if (w->n_ids == w->ids_cap &&
+        grow((void **)&w->ids, &w->ids_cap, w->n_ids + 1, sizeof(int), w->e) < 0)
         return -1;
     w->ids[w->n_ids++] = id;
     return 0;
@@ -648,7 +654,6 @@ static int encode_spm_word(tk_work *w, const uint8_t *p, size_t m) {
     return emit_symbols(w);
 }
 
-
 /* NFC when the tokenizer asks for it (Qwen2). ASCII and invalid UTF-8 are left as they are. */
 static int normalize_nfc(tk_work *w, const char *s, size_t n, const char **out, size_t *out_n) {
     *out = s;
@@ -731,8 +736,10 @@ static int encode_segment(tk_work *w, const char *s, size_t n, bool at_start) {
          * when no token can span that place) or at the end */
         bool cut = i == o;
         if (!cut && i > w0 && starts_spm_space(dst, o, i)) {
-            if (t->metaspace_split) cut = true;
-            else if (t->spm_split_safe && !(i >= 3 && starts_spm_space(dst, o, i - 3))) cut = true;
+            if (t->metaspace_split)
+                cut = true;
+            else if (t->spm_split_safe && !(i >= 3 && starts_spm_space(dst, o, i - 3)))
+                cut = true;
         }
         if (cut) {
             if (i > w0) rc = encode_spm_word(w, (const uint8_t *)dst + w0, i - w0);
@@ -857,9 +864,12 @@ char *tok_chat_default_system(const char *tmpl) {
     while (p && (p = strstr(p, key)) != NULL) {
         const char *q = p + sizeof key - 1;
         p = q;
-        if (*q == '\n') q++;
-        else if (q[0] == '\\' && q[1] == 'n') q += 2;
-        else continue;
+        if (*q == '\n')
+            q++;
+        else if (q[0] == '\\' && q[1] == 'n')
+            q += 2;
+        else
+            continue;
         const char *end = strstr(q, "<|im_end|>");
         if (!end) return NULL;
         size_t n = (size_t)(end - q);

@@ -5,10 +5,14 @@
 
 #include "gguf.h"
 
+/* A loaded tokenizer is read-only: encode and decode may run on many threads at once. */
 typedef struct model_tokenizer model_tokenizer;
 
 /* dir: a Hugging Face model directory (tokenizer.json, optional tokenizer_config.json). */
 int model_tokenizer_load_hf(const char *dir, model_tokenizer **out, xd_err *e);
+/* The text of a tokenizer.json already in memory (no tokenizer_config.json); name for messages. */
+int model_tokenizer_load_hf_json(const char *json, size_t len, const char *name,
+                                 model_tokenizer **out, xd_err *e);
 int model_tokenizer_load_gguf(const model_gguf *g, model_tokenizer **out, xd_err *e);
 void model_tokenizer_free(model_tokenizer *t);
 
@@ -28,17 +32,24 @@ bool model_tokenizer_is_special(const model_tokenizer *t, int id);
  * *ids is malloc'd; the caller frees it. */
 int model_tokenizer_encode(const model_tokenizer *t, const char *text, size_t len, bool add_bos,
                            bool parse_special, int **ids, size_t *n_ids, xd_err *e);
-/* Appends the text of tokens to a malloc'd NUL-terminated string. decode(encode(s)) == s for any
- * valid UTF-8 s. Special tokens are rendered as their text unless skip_special. */
+/* Appends the text of tokens to a malloc'd NUL-terminated string (out_len may be NULL).
+ * decode(encode(s)) == s for any valid UTF-8 s, as with HF tokenizers, save where HF also changes
+ * it: NFC tokenizers (Qwen2) give NFC(s); a byte the vocabulary has no token for is dropped
+ * (SmolLM2 lacks 21, e.g. 0x04); SentencePiece reads a literal U+2581 as a space. SentencePiece
+ * decoding drops the one leading space its ▁ prefix stood for (HF's Strip decoder). Special tokens
+ * are rendered as their text unless skip_special. Bytes are not checked to be UTF-8. */
 int model_tokenizer_decode(const model_tokenizer *t, const int *ids, size_t n, bool skip_special,
                            char **out, size_t *out_len, xd_err *e);
-/* Streaming decode: the bytes of one token (may be a partial UTF-8 sequence). */
+/* Streaming decode: the bytes of one token (may be a partial UTF-8 sequence). SentencePiece's ▁ is
+ * a space here: the caller drops the first token's prefix space. -1 for an id out of range. */
 int model_tokenizer_token_bytes(const model_tokenizer *t, int id, const char **bytes,
                                 size_t *len);
 
-/* The ChatML prompt SmolLM2 and Qwen use, ending with the assistant turn opened:
- * <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
- * system NULL → the model's default system prompt where it has one (SmolLM2's). */
+/* The ChatML prompt SmolLM2 and Qwen use: <|im_start|>{role}\n{content}<|im_end|>\n per message,
+ * then <|im_start|>assistant\n when add_generation_prompt. When the first message is not "system",
+ * the model's default system prompt goes first where its chat template has one (SmolLM2's, Qwen2's:
+ * the literal text after "<|im_start|>system\n" in the template). Errors when the tokenizer has no
+ * chat template or it is not ChatML. *out is malloc'd. */
 typedef struct model_chat_message {
     const char *role;
     const char *content;

@@ -15,7 +15,8 @@ static int get_id(const model_gguf *g, const char *key, int *out, xd_err *e) {
     int rc = model_gguf_get_int(g, key, &v, e);
     if (rc < 0) return -1;
     if (rc == 0) {
-        if (v < 0 || v > INT32_MAX) return xd_fail(e, "%s: %lld is out of range", key, (long long)v);
+        if (v < 0 || v > INT32_MAX)
+            return xd_fail(e, "%s: %lld is out of range", key, (long long)v);
         *out = (int)v;
     }
     return 0;
@@ -35,8 +36,10 @@ static int load(const model_gguf *g, model_tokenizer **out, xd_err *e) {
     if (rc < 0) return -1;
     if (rc > 0) return xd_fail(e, "no tokenizer.ggml.model in the metadata");
     bool spm;
-    if (gstr_is(model, "gpt2")) spm = false;
-    else if (gstr_is(model, "llama")) spm = true;
+    if (gstr_is(model, "gpt2"))
+        spm = false;
+    else if (gstr_is(model, "llama"))
+        spm = true;
     else
         return xd_fail(e, "tokenizer.ggml.model \"%.*s\" is not supported (gpt2, llama)",
                        (int)(model.len > 100 ? 100 : model.len), model.ptr);
@@ -47,15 +50,19 @@ static int load(const model_gguf *g, model_tokenizer **out, xd_err *e) {
         model_gguf_str p;
         rc = model_gguf_get_string(g, "tokenizer.ggml.pre", &p, e);
         if (rc < 0) return -1;
-        if (rc > 0 || gstr_is(p, "default") || gstr_is(p, "gpt-2")) pre = TOK_PRE_GPT2;
-        else if (gstr_is(p, "smollm")) pre = TOK_PRE_SMOLLM;
+        if (rc > 0 || gstr_is(p, "default") || gstr_is(p, "gpt-2"))
+            pre = TOK_PRE_GPT2;
+        else if (gstr_is(p, "smollm"))
+            pre = TOK_PRE_SMOLLM;
         else if (gstr_is(p, "llama-bpe") || gstr_is(p, "llama3")) {
             pre = TOK_PRE_LLAMA3;
             ignore_merges = true; /* Llama-3's tokenizer.json sets ignore_merges; llama.cpp too */
-        } else if (gstr_is(p, "qwen2")) pre = TOK_PRE_QWEN2;
+        } else if (gstr_is(p, "qwen2"))
+            pre = TOK_PRE_QWEN2;
         else
-            return xd_fail(e, "tokenizer.ggml.pre \"%.*s\" is not supported (default, gpt-2, "
-                              "smollm, llama-bpe, qwen2)",
+            return xd_fail(e,
+                           "tokenizer.ggml.pre \"%.*s\" is not supported (default, gpt-2, "
+                           "smollm, llama-bpe, qwen2)",
                            (int)(p.len > 100 ? 100 : p.len), p.ptr);
     }
 
@@ -79,7 +86,8 @@ static int load(const model_gguf *g, model_tokenizer **out, xd_err *e) {
     if (scores && scores->array_count != n)
         return xd_fail(e, "tokenizer.ggml.scores has %llu entries for %llu tokens",
                        (unsigned long long)scores->array_count, (unsigned long long)n);
-    if (spm && !scores) return xd_fail(e, "tokenizer.ggml.model \"llama\" needs tokenizer.ggml.scores");
+    if (spm && !scores)
+        return xd_fail(e, "tokenizer.ggml.model \"llama\" needs tokenizer.ggml.scores");
     if (!spm) {
         rc = model_gguf_get_array(g, "tokenizer.ggml.merges", MODEL_GGUF_STRING, &merges, e);
         if (rc < 0) return -1;
@@ -131,8 +139,14 @@ static int load(const model_gguf *g, model_tokenizer **out, xd_err *e) {
     }
     if (rc >= 0 && spm) rc = tok_build_score_merges(t, e);
     if (rc >= 0) {
-        t->add_bos = spm; /* llama.cpp's defaults when add_bos_token is absent */
+        /* llama.cpp's defaults where the keys are absent: SentencePiece <unk> <s> </s> = 0 1 2 */
+        t->add_bos = spm;
         bool space_prefix = spm;
+        if (spm && n > 2) {
+            t->unk = 0;
+            t->bos = 1;
+            t->eos = 2;
+        }
         rc = get_id(g, "tokenizer.ggml.bos_token_id", &t->bos, e);
         if (rc >= 0) rc = get_id(g, "tokenizer.ggml.eos_token_id", &t->eos, e);
         /* byte-level: llama.cpp drops a byte without a token rather than writing <unk> */
@@ -142,9 +156,6 @@ static int load(const model_gguf *g, model_tokenizer **out, xd_err *e) {
         if (spm) {
             t->prefix = space_prefix ? TOK_PREFIX_ALWAYS : TOK_PREFIX_NONE;
             t->strip_leading_space = space_prefix;
-            if (t->unk < 0)
-                for (int i = 0; i < t->n_vocab && t->unk < 0; i++)
-                    if (t->tok[i].kind == TOK_UNKNOWN) t->unk = i;
         }
     }
     if (rc >= 0) {

@@ -64,10 +64,14 @@ static int parse_metaspace(json_t *p, hf_shape *sh, xd_err *e) {
     json_t *scheme = json_object_get(p, "prepend_scheme");
     if (json_is_string(scheme)) {
         const char *s = json_string_value(scheme);
-        if (!strcmp(s, "always")) sh->prefix = TOK_PREFIX_ALWAYS;
-        else if (!strcmp(s, "first")) sh->prefix = TOK_PREFIX_FIRST;
-        else if (!strcmp(s, "never")) sh->prefix = TOK_PREFIX_NONE;
-        else return xd_fail(e, "pre_tokenizer: Metaspace prepend_scheme \"%s\" is unknown", s);
+        if (!strcmp(s, "always"))
+            sh->prefix = TOK_PREFIX_ALWAYS;
+        else if (!strcmp(s, "first"))
+            sh->prefix = TOK_PREFIX_FIRST;
+        else if (!strcmp(s, "never"))
+            sh->prefix = TOK_PREFIX_NONE;
+        else
+            return xd_fail(e, "pre_tokenizer: Metaspace prepend_scheme \"%s\" is unknown", s);
     } else {
         sh->prefix = bool_field(p, "add_prefix_space", true) ? TOK_PREFIX_ALWAYS : TOK_PREFIX_NONE;
     }
@@ -80,12 +84,17 @@ static int parse_split(json_t *p, hf_shape *sh, xd_err *e) {
     if (!json_is_string(re))
         return xd_fail(e, "pre_tokenizer: Split needs a {\"Regex\": ...} pattern");
     const char *r = json_string_value(re);
-    if (!strcmp(r, PAT_GPT2)) sh->pre = TOK_PRE_GPT2;
-    else if (!strcmp(r, PAT_LLAMA3)) sh->pre = TOK_PRE_LLAMA3;
-    else if (!strcmp(r, PAT_QWEN2)) sh->pre = TOK_PRE_QWEN2;
+    if (!strcmp(r, PAT_GPT2))
+        sh->pre = TOK_PRE_GPT2;
+    else if (!strcmp(r, PAT_LLAMA3))
+        sh->pre = TOK_PRE_LLAMA3;
+    else if (!strcmp(r, PAT_QWEN2))
+        sh->pre = TOK_PRE_QWEN2;
     else
-        return xd_fail(e, "pre_tokenizer: Split pattern \"%.300s\" is not a known one (GPT-2, "
-                          "Llama-3, Qwen2)", r);
+        return xd_fail(e,
+                       "pre_tokenizer: Split pattern \"%.300s\" is not a known one (GPT-2, "
+                       "Llama-3, Qwen2)",
+                       r);
     json_t *beh = json_object_get(p, "behavior");
     if (beh && !str_is(beh, "Isolated"))
         return xd_fail(e, "pre_tokenizer: Split behavior other than Isolated is not supported");
@@ -125,8 +134,9 @@ static int parse_pre_tokenizer(json_t *p, hf_shape *sh, xd_err *e) {
         }
         if (n == 1 && !strcmp(type_of(a), "Metaspace")) return parse_metaspace(a, sh, e);
         if (n == 1) return parse_pre_tokenizer(a, sh, e);
-        return xd_fail(e, "pre_tokenizer: a Sequence of %zu (%s, %s, ...) is not a known "
-                          "structure (Split+ByteLevel, Digits+ByteLevel)",
+        return xd_fail(e,
+                       "pre_tokenizer: a Sequence of %zu (%s, %s, ...) is not a known "
+                       "structure (Split+ByteLevel, Digits+ByteLevel)",
                        n, type_of(a), type_of(b));
     }
     return xd_fail(e, "pre_tokenizer type \"%s\" is not supported", type);
@@ -140,7 +150,8 @@ static int parse_normalizer_one(json_t *n, hf_shape *sh, bool *prepend, xd_err *
     }
     if (!strcmp(type, "Prepend")) {
         if (!str_is(json_object_get(n, "prepend"), SPM_SPACE))
-            return xd_fail(e, "normalizer: Prepend of anything but \"\xe2\x96\x81\" is not supported");
+            return xd_fail(e,
+                           "normalizer: Prepend of anything but \"\xe2\x96\x81\" is not supported");
         *prepend = true;
         return 0;
     }
@@ -296,8 +307,10 @@ static int load_from_json(json_t *root, model_tokenizer **out, xd_err *e) {
                        json_is_string(mtype) ? json_string_value(mtype) : "?");
     json_t *cs = json_object_get(model, "continuing_subword_prefix");
     json_t *ew = json_object_get(model, "end_of_word_suffix");
-    if ((json_is_string(cs) && json_string_length(cs)) || (json_is_string(ew) && json_string_length(ew)))
-        return xd_fail(e, "model: continuing_subword_prefix / end_of_word_suffix are not supported");
+    if ((json_is_string(cs) && json_string_length(cs)) ||
+        (json_is_string(ew) && json_string_length(ew)))
+        return xd_fail(e,
+                       "model: continuing_subword_prefix / end_of_word_suffix are not supported");
     json_t *drop = json_object_get(model, "dropout");
     if (json_is_number(drop) && json_number_value(drop) > 0)
         return xd_fail(e, "model: BPE dropout is not supported");
@@ -369,7 +382,8 @@ static int apply_config(model_tokenizer *t, json_t *cfg, xd_err *e) {
     }
     v = json_object_get(cfg, "add_bos_token");
     if (json_is_boolean(v)) t->add_bos = json_is_true(v);
-    if (t->add_bos && t->bos < 0) return xd_fail(e, "add_bos_token is true but there is no bos_token");
+    if (t->add_bos && t->bos < 0)
+        return xd_fail(e, "add_bos_token is true but there is no bos_token");
     v = json_object_get(cfg, "chat_template");
     const char *tmpl = NULL;
     if (json_is_string(v)) {
@@ -381,7 +395,8 @@ static int apply_config(model_tokenizer *t, json_t *cfg, xd_err *e) {
         json_array_foreach(v, i, x) {
             json_t *tt = json_object_get(x, "template");
             if (!json_is_string(tt)) continue;
-            if (!tmpl || str_is(json_object_get(x, "name"), "default")) tmpl = json_string_value(tt);
+            if (!tmpl || str_is(json_object_get(x, "name"), "default"))
+                tmpl = json_string_value(tt);
         }
     }
     if (tmpl) {
@@ -404,6 +419,26 @@ static int read_json(const char *path, json_t **out, xd_err *e) {
         return xd_fail(e, "%s: not valid JSON: %s (line %d, column %d)", path, je.text, je.line,
                        je.column);
     *out = root;
+    return 0;
+}
+
+int model_tokenizer_load_hf_json(const char *json, size_t len, const char *name,
+                                 model_tokenizer **out, xd_err *e) {
+    *out = NULL;
+    json_error_t je;
+    json_t *root = json_loadb(json, len, 0, &je);
+    if (!root)
+        return xd_fail(e, "%s: not valid JSON: %s (line %d, column %d)", name, je.text, je.line,
+                       je.column);
+    model_tokenizer *t;
+    int rc = load_from_json(root, &t, e);
+    json_decref(root);
+    if (rc < 0) return xd_wrap(e, "%s", name);
+    if (tok_finish(t, e) < 0) {
+        model_tokenizer_free(t);
+        return xd_wrap(e, "%s", name);
+    }
+    *out = t;
     return 0;
 }
 

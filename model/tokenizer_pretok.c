@@ -152,9 +152,7 @@ static size_t next_gpt2(const uint8_t *s, size_t n, size_t i) {
     return whitespace_tail(s, n, i, false);
 }
 
-static int ascii_lower(int32_t c) {
-    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
-}
+static int ascii_lower(int32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
 
 /* (?i:'s|'t|'re|'ve|'m|'ll|'d): returns the end, or 0 when none matches at i. */
 static size_t contraction_ci(const uint8_t *s, size_t n, size_t i) {
@@ -164,7 +162,7 @@ static size_t contraction_ci(const uint8_t *s, size_t n, size_t i) {
     c1 = ascii_lower(c1);
     if (c1 == 0x17f) c1 = 's'; /* LATIN SMALL LETTER LONG S case-folds to s */
     if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return i + 1 + (size_t)l1;
-    if (i + 2 < n) {
+    if (i + 1 + (size_t)l1 < n) {
         int32_t c2;
         int l2 = tok_utf8_next(s, n, i + 1 + (size_t)l1, &c2);
         c2 = ascii_lower(c2);

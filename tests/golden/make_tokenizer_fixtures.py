@@ -239,6 +239,16 @@ def byte_level(name, pattern, nfc, specials, added, bos, config, gguf_pre):
            "with_bos": tok.encode("Hello world").ids}
     if "chat_template" in config:
         exp["chat"] = chat_fixture(config["chat_template"], tok)
+    if name == "llama3":
+        # The same vocabulary behind the GPT-2 and the SmolLM2 pre-tokenizers: the C test swaps
+        # them in and checks these.
+        for key, pre in [("gpt2", pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)),
+                         ("smollm", pre_tokenizers.Sequence([
+                             pre_tokenizers.Digits(individual_digits=True),
+                             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]))]:
+            v = Tokenizer.from_str(tok.to_str())
+            v.pre_tokenizer = pre
+            exp[key] = [v.encode(s, add_special_tokens=False).ids for s in TRICKY]
     write_json(os.path.join(d, "expected.json"), exp)
 
     # The same tokenizer as GGUF metadata.

@@ -63,6 +63,11 @@ static void test_llama3_details(void) {
     CHECK(model_tokenizer_encode(t, s, strlen(s), false, false, &ids, &n, &e) == 0);
     for (size_t i = 0; i < n; i++) CHECK(ids[i] < 500);
     free(ids);
+    /* an apostrophe then a multi-byte char at the very end (found by fuzzing: read past the end) */
+    for (int k = 0; k < 2; k++) {
+        const char *q = k ? "x'\xcc\x81" : "'\xc5\xbf";
+        CHECK(roundtrips(t, q, strlen(q), q, strlen(q)));
+    }
     /* streaming: token bytes concatenate to the text */
     const char *u = "caf\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x8d\x95";
     CHECK(model_tokenizer_encode(t, u, strlen(u), false, false, &ids, &n, &e) == 0);
@@ -181,7 +186,8 @@ static void test_long_runs(void) {
         model_tokenizer *t = load_dir(names[k]);
         if (!t) continue;
         for (int pat = 0; pat < 3; pat++) {
-            for (size_t i = 0; i < n; i++) s[i] = pat == 0 ? 'a' : pat == 1 ? ' ' : "ab cd\n"[i % 6];
+            for (size_t i = 0; i < n; i++)
+                s[i] = pat == 0 ? 'a' : pat == 1 ? ' ' : "ab cd\n"[i % 6];
             double t0 = xd_now();
             int *ids;
             size_t m;
@@ -228,41 +234,62 @@ static void expect_error(const char *json, const char *config, const char *fragm
 
 #define BL_PRE "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}"
 
-/* Llama-2 with the newer Metaspace pre-tokenizer in place of the Prepend/Replace normalizer. */
-static void test_metaspace(void) {
-    json_t *exp = fixture_json("llama2/expected.json");
-    json_t *tj = fixture_json("llama2/tokenizer.json");
-    if (!exp || !tj) return;
-    const char *keys[] = {"metaspace_first", "metaspace_always_split"};
-    for (int k = 0; k < 2; k++) {
-        json_object_set_new(tj, "normalizer", json_null());
-        json_object_set_new(tj, "pre_tokenizer",
-                            json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement",
-                                      "\xe2\x96\x81", "prepend_scheme", k ? "always" : "first",
-                                      "split", k == 1));
+/* A fixture's vocabulary behind another normalizer / pre-tokenizer, against the ids HF gave for
+ * that variant (expected.json key). */
+static void check_variant(const char *name, const char *key, json_t *normalizer, json_t *pre) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/expected.json", name);
+    json_t *exp = fixture_json(rel);
+    snprintf(rel, sizeof rel, "%s/tokenizer.json", name);
+    json_t *tj = fixture_json(rel);
+    if (exp && tj) {
+        json_object_set_new(tj, "normalizer", normalizer);
+        json_object_set_new(tj, "pre_tokenizer", pre);
         char *text = json_dumps(tj, JSON_COMPACT);
         model_tokenizer *t;
         xd_err e;
         int rc = load_text(text, NULL, &t, &e);
         free(text);
-        CHECK_MSG(rc == 0, "%s: %s", keys[k], e.msg);
-        if (rc != 0) continue;
-        json_t *strings = json_object_get(exp, "strings"), *want = json_object_get(exp, keys[k]);
+        CHECK_MSG(rc == 0, "%s: %s", key, e.msg);
+        json_t *strings = json_object_get(exp, "strings"), *want = json_object_get(exp, key);
         CHECK(json_array_size(want) == json_array_size(strings));
         size_t i;
         json_t *js;
         json_array_foreach(strings, i, js) {
+            if (rc != 0) break;
             int *ids;
             size_t n;
             const char *s = json_string_value(js);
-            CHECK(model_tokenizer_encode(t, s, json_string_length(js), false, true, &ids, &n, &e) == 0);
-            CHECK(ids_match(ids, n, json_array_get(want, i), keys[k], i, s));
+            CHECK(model_tokenizer_encode(t, s, json_string_length(js), false, true, &ids, &n, &e) ==
+                  0);
+            CHECK(ids_match(ids, n, json_array_get(want, i), key, i, s));
             free(ids);
         }
-        model_tokenizer_free(t);
+        if (rc == 0) model_tokenizer_free(t);
+    } else {
+        json_decref(normalizer);
+        json_decref(pre);
     }
     json_decref(exp);
     json_decref(tj);
+}
+
+static void test_variants(void) {
+    /* Llama-2 with the newer Metaspace pre-tokenizer in place of the Prepend/Replace normalizer */
+    check_variant("llama2", "metaspace_first", json_null(),
+                  json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement",
+                            "\xe2\x96\x81", "prepend_scheme", "first", "split", 0));
+    check_variant("llama2", "metaspace_always_split", json_null(),
+                  json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement",
+                            "\xe2\x96\x81", "prepend_scheme", "always", "split", 1));
+    /* GPT-2 (ByteLevel with its own regex) and SmolLM2 (Digits first) over Llama-3's vocabulary */
+    check_variant(
+        "llama3", "gpt2", json_null(),
+        json_pack("{s:s, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "use_regex", 1));
+    check_variant("llama3", "smollm", json_null(),
+                  json_pack("{s:s, s:[{s:s, s:b}, {s:s, s:b, s:b, s:b}]}", "type", "Sequence",
+                            "pretokenizers", "type", "Digits", "individual_digits", 1, "type",
+                            "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1));
 }
 
 static void test_errors(void) {
@@ -359,8 +386,9 @@ static void test_errors(void) {
                  "add_bos_token is true but there is no bos_token");
     expect_error(good, "not json", "tokenizer_config.json: not valid JSON");
     /* a chat template that is not ChatML */
-    rc = load_text(good, "{\"chat_template\": \"{% for m in messages %}[INST] {{ m.content }}"
-                         "{% endfor %}\"}",
+    rc = load_text(good,
+                   "{\"chat_template\": \"{% for m in messages %}[INST] {{ m.content }}"
+                   "{% endfor %}\"}",
                    &t, &e);
     CHECK(rc == 0);
     if (rc == 0) {
@@ -371,10 +399,11 @@ static void test_errors(void) {
         model_tokenizer_free(t);
     }
     /* chat_template as a list of named templates; a template without a default system prompt */
-    rc = load_text(good, "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"x\"}, "
-                         "{\"name\": \"default\", \"template\": \"{% for message in messages %}"
-                         "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-                         "'<|im_end|>\\n'}}{% endfor %}\"}]}",
+    rc = load_text(good,
+                   "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"x\"}, "
+                   "{\"name\": \"default\", \"template\": \"{% for message in messages %}"
+                   "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                   "'<|im_end|>\\n'}}{% endfor %}\"}]}",
                    &t, &e);
     CHECK(rc == 0);
     if (rc == 0) {
@@ -387,6 +416,37 @@ static void test_errors(void) {
         m[1].content = NULL;
         rc = model_chat_render(t, m, 2, true, &out, &e);
         CHECK_ERR_CONTAINS(rc, e, "message 1 has no content");
+        model_tokenizer_free(t);
+    }
+    /* Qwen2's (pre-2.5) template, with its newlines written as \n escapes inside the jinja string
+     * literals as well */
+    for (int k = 0; k < 2; k++) {
+        const char *cfg =
+            k == 0 ? "{\"chat_template\": \"{% for message in messages %}{% if loop.first and "
+                     "messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful "
+                     "assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + "
+                     "'\\n' "
+                     "+ message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if "
+                     "add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}\"}"
+                   : "{\"chat_template\": \"{{ '<|im_start|>system\\\\nYou are a\\\\tbot.<|im_end|>"
+                     "\\\\n' }}\"}";
+        rc = load_text(good, cfg, &t, &e);
+        CHECK_MSG(rc == 0, "%s", e.msg);
+        if (rc != 0) continue;
+        char *out;
+        model_chat_message m[2] = {{"user", "Hi"}, {"system", "S"}};
+        CHECK(model_chat_render(t, m, 1, true, &out, &e) == 0);
+        CHECK_MSG(strcmp(out, k == 0
+                                  ? "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                                    "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+                                  : "<|im_start|>system\nYou are a\tbot.<|im_end|>\n"
+                                    "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n") == 0,
+                  "%s", out);
+        free(out);
+        /* a system message first: no default one */
+        CHECK(model_chat_render(t, m + 1, 1, false, &out, &e) == 0);
+        CHECK(strcmp(out, "<|im_start|>system\nS<|im_end|>\n") == 0);
+        free(out);
         model_tokenizer_free(t);
     }
     free(good);
@@ -402,7 +462,7 @@ int main(void) {
     test_long_runs();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/xd_test_tok_XXXXXX");
     CHECK(mkdtemp(tmpdir) != NULL);
-    test_metaspace();
+    test_variants();
     test_errors();
     char path[512];
     snprintf(path, sizeof path, "%s/tokenizer.json", tmpdir);

@@ -201,8 +201,10 @@ static const char **byte_vocab(size_t *n) {
     static char chars[256][4];
     static const char *v[260];
     for (int c = 0; c < 256; c++) {
-        int cp = (c <= 32) ? 256 + c : (c >= 127 && c <= 160) ? 256 + 33 + (c - 127)
-               : (c == 173) ? 256 + 67 : c;
+        int cp = (c <= 32)                ? 256 + c
+                 : (c >= 127 && c <= 160) ? 256 + 33 + (c - 127)
+                 : (c == 173)             ? 256 + 67
+                                          : c;
         chars[c][utf8proc_encode_char(cp, (utf8proc_uint8_t *)chars[c])] = 0;
         v[c] = chars[c];
     }

@@ -55,11 +55,11 @@ static bool roundtrips(const model_tokenizer *t, const char *s, size_t len, cons
         fprintf(stderr, "encode failed: %s\n", e.msg);
         return false;
     }
-    char *out;
+    char *out = NULL;
     size_t out_len;
     bool ok = model_tokenizer_decode(t, ids, n, false, &out, &out_len, &e) == 0 &&
               out_len == want_len && memcmp(out, want, want_len) == 0;
-    if (ok) free(out);
+    free(out);
     free(ids);
     return ok;
 }
@@ -97,8 +97,8 @@ static void check_fixture_strings(const model_tokenizer *t, json_t *exp, const c
             want = (const char *)norm;
             want_len = (size_t)r;
         }
-        CHECK_MSG(roundtrips(t, s, len, want, want_len), "%s: string %zu does not round-trip",
-                  name, i);
+        CHECK_MSG(roundtrips(t, s, len, want, want_len), "%s: string %zu does not round-trip", name,
+                  i);
         free(norm);
     }
 }
@@ -117,9 +117,10 @@ static void unencodable_bytes(const model_tokenizer *t, bool out[256]) {
 static size_t random_text(xd_rng *r, char *buf, size_t cap, bool bytes, bool spm,
                           const bool *avoid) {
     size_t o = 0, n = 1 + xd_rng_next(r) % 60;
-    static const uint32_t pool[] = {' ', ' ', ' ', '\n', '\t', '\r', '\'', '0', '7', 'a', 'Z', 's',
-                                    '.', '<', '|', '>', 0xa0, 0x3000, 0x2003, 0x301, 0x17f, 0xe9,
-                                    0x4e2d, 0x1f600, 0x200d, 0x663, 0x2167, 0x5d0, 0x10ffff};
+    static const uint32_t pool[] = {' ',    ' ',    ' ',    '\n',  '\t',    '\r', '\'',   '0',
+                                    '7',    'a',    'Z',    's',   '.',     '<',  '|',    '>',
+                                    0xa0,   0x3000, 0x2003, 0x301, 0x17f,   0xe9, 0x4e2d, 0x1f600,
+                                    0x200d, 0x663,  0x2167, 0x5d0, 0x10ffff};
     for (size_t i = 0; i < n && o + 5 < cap; i++) {
         if (bytes) {
             uint8_t c = (uint8_t)(xd_rng_next(r) & 0xff);
@@ -128,10 +129,14 @@ static size_t random_text(xd_rng *r, char *buf, size_t cap, bool bytes, bool spm
         }
         uint32_t cp;
         uint64_t k = xd_rng_next(r) % 4;
-        if (k == 0) cp = pool[xd_rng_next(r) % (sizeof pool / sizeof pool[0])];
-        else if (k == 1) cp = 0x20 + (uint32_t)(xd_rng_next(r) % 95);
-        else if (k == 2) cp = 0x80 + (uint32_t)(xd_rng_next(r) % 0x3000);
-        else cp = (uint32_t)(xd_rng_next(r) % 0x110000);
+        if (k == 0)
+            cp = pool[xd_rng_next(r) % (sizeof pool / sizeof pool[0])];
+        else if (k == 1)
+            cp = 0x20 + (uint32_t)(xd_rng_next(r) % 95);
+        else if (k == 2)
+            cp = 0x80 + (uint32_t)(xd_rng_next(r) % 0x3000);
+        else
+            cp = (uint32_t)(xd_rng_next(r) % 0x110000);
         if ((cp >= 0xd800 && cp <= 0xdfff) || cp == 0) cp = 'x';
         if (spm && cp == 0x2581) cp = 'y'; /* ▁ decodes to a space, as in HF */
         size_t k0 = o;
