@@ -128,6 +128,16 @@ void model_kv_cache_free(model_kv_cache *c);
  * [n, vocab] (all positions) when all_logits, else [vocab] for the last position only. */
 int model_transformer_forward(const model_transformer *m, model_kv_cache *cache, const int *tokens,
                               int n, float *logits, bool all_logits, xd_err *e);
+/* What align needs from the teacher, for layers first..last: each layer's normalised input
+ * xn [n, D] and its attention output before W_o, attn [n, H*d], at [layer - first]. NULL arrays
+ * are skipped. */
+typedef struct model_capture {
+    int first_layer, last_layer;
+    float *xn, *attn;
+} model_capture;
+int model_transformer_forward_capture(const model_transformer *m, model_kv_cache *cache,
+                                      const int *tokens, int n, float *logits, bool all_logits,
+                                      const model_capture *cap, xd_err *e);
 
 /* ---- the hybrid student (model/student.c) ---- */
 
@@ -188,5 +198,23 @@ typedef struct model_student_acts_f64 model_student_acts_f64;
                                    xd_err *e);
 MODEL_STUDENT_TRAIN_DECLARE(float, f32)
 MODEL_STUDENT_TRAIN_DECLARE(double, f64)
+
+/* One layer's attention alone (align): yhat [T, H*d] from the teacher's normalised input xn
+ * [T, D]; the backward adds the gradients of that layer's new parameters only into grads. */
+typedef struct model_student_layer_f32 model_student_layer_f32;
+typedef struct model_student_layer_f64 model_student_layer_f64;
+#define MODEL_STUDENT_LAYER_DECLARE(real, S)                                                     \
+    int model_student_layer_new_##S(const model_config *c, const double *inv_freq, int T,        \
+                                    model_student_layer_##S **out, xd_err *e);                   \
+    void model_student_layer_free_##S(model_student_layer_##S *w);                               \
+    const real *model_student_layer_forward_##S(const model_config *c, const model_layout *L,    \
+                                                const real *params, int layer, const real *xn,   \
+                                                model_student_layer_##S *w, xd_err *e);          \
+    int model_student_layer_backward_##S(const model_config *c, const model_layout *L,           \
+                                         const real *params, int layer, const real *xn,          \
+                                         const model_student_layer_##S *w, const real *dyhat,    \
+                                         real *grads, xd_err *e);
+MODEL_STUDENT_LAYER_DECLARE(float, f32)
+MODEL_STUDENT_LAYER_DECLARE(double, f64)
 
 #endif

@@ -58,6 +58,53 @@
 STUDENT_API(float, f32)
 STUDENT_API(double, f64)
 
+/* ---- one layer's attention alone, for align (DESIGN 1.2 stage 1) ---- */
+
+#define STUDENT_LAYER_API(real, S)                                                                \
+    struct model_student_layer_##S {                                                              \
+        model_student_attn_acts_##S a;                                                            \
+        real *cos_t, *sin_t;                                                                      \
+    };                                                                                            \
+    int model_student_layer_new_##S(const model_config *c, const double *inv_freq, int T,         \
+                                    model_student_layer_##S **out, xd_err *e) {                   \
+        model_student_layer_##S *w = xd_calloc(1, sizeof *w, e);                                  \
+        if (!w) return -1;                                                                        \
+        size_t half = (size_t)c->head_dim / 2;                                                    \
+        w->cos_t = xd_malloc(sizeof(real) * 2 * half * (size_t)T, e);                             \
+        if (!w->cos_t || attn_acts_alloc_##S(&w->a, c, T, e)) {                                   \
+            free(w->cos_t);                                                                       \
+            free(w);                                                                              \
+            return -1;                                                                            \
+        }                                                                                         \
+        w->sin_t = w->cos_t + half * (size_t)T;                                                   \
+        kern_rope_tables_##S(w->cos_t, w->sin_t, 0, T, (int)half, inv_freq);                     \
+        *out = w;                                                                                 \
+        return 0;                                                                                 \
+    }                                                                                             \
+    void model_student_layer_free_##S(model_student_layer_##S *w) {                               \
+        if (!w) return;                                                                           \
+        attn_acts_free_##S(&w->a);                                                                \
+        free(w->cos_t);                                                                           \
+        free(w);                                                                                  \
+    }                                                                                             \
+    const real *model_student_layer_forward_##S(const model_config *c, const model_layout *L,     \
+                                                const real *params, int layer, const real *xn,    \
+                                                model_student_layer_##S *w, xd_err *e) {          \
+        if (student_attention_fwd_##S(c, L, params, layer, xn, w->a.T, w->cos_t, w->sin_t, &w->a, \
+                                      e))                                                         \
+            return NULL;                                                                          \
+        return w->a.yhat;                                                                         \
+    }                                                                                             \
+    int model_student_layer_backward_##S(const model_config *c, const model_layout *L,            \
+                                         const real *params, int layer, const real *xn,           \
+                                         const model_student_layer_##S *w, const real *dyhat,     \
+                                         real *grads, xd_err *e) {                                \
+        return student_attention_bwd_##S(c, L, params, layer, xn, w->cos_t, w->sin_t, &w->a,      \
+                                         dyhat, grads, false, NULL, e);                           \
+    }
+STUDENT_LAYER_API(float, f32)
+STUDENT_LAYER_API(double, f64)
+
 /* ---- init from a teacher ---- */
 
 int model_student_init(const model_transformer *teacher, const model_student_settings *set,

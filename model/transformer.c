@@ -327,6 +327,12 @@ void model_kv_cache_free(model_kv_cache *c) {
 
 int model_transformer_forward(const model_transformer *m, model_kv_cache *cache, const int *tokens,
                               int n, float *logits, bool all_logits, xd_err *e) {
+    return model_transformer_forward_capture(m, cache, tokens, n, logits, all_logits, NULL, e);
+}
+
+int model_transformer_forward_capture(const model_transformer *m, model_kv_cache *cache,
+                                      const int *tokens, int n, float *logits, bool all_logits,
+                                      const model_capture *cap, xd_err *e) {
     const model_config *c = &m->cfg;
     int pos0 = cache->length;
     if (n <= 0) return xd_fail(e, "forward of %d tokens", n);
@@ -359,6 +365,12 @@ int model_transformer_forward(const model_transformer *m, model_kv_cache *cache,
         kern_rope_f32(kc + (size_t)pos0 * kvd, n, c->n_kv_heads, hd, 0, cos_t, sin_t);
         kern_attention_causal_f32(att, q, kc, vc, n, pos0, c->n_heads, c->n_kv_heads, hd,
                               c->sliding_window, scores);
+        if (cap && l >= cap->first_layer && l <= cap->last_layer) {
+            size_t k = (size_t)(l - cap->first_layer);
+            /* xn still holds the layer's normalised input here */
+            if (cap->xn) memcpy(cap->xn + k * nx, xn, sizeof(float) * nx);
+            if (cap->attn) memcpy(cap->attn + k * nq, att, sizeof(float) * nq);
+        }
         kern_linear_f32(xn, att, w->wo, w->bo, n, qd, D);
         for (size_t i = 0; i < nx; i++) x[i] += xn[i];
         kern_rmsnorm_f32(xn, x, w->mlp_norm, n, D, (float)c->rms_eps);
