@@ -3,6 +3,7 @@
  * finite differences; the step form reproduces the chunkwise logits; save/load round trip; and the
  * errors of a student config that disagrees with itself or its weights. */
 #define _XOPEN_SOURCE 700
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "test.h"
 
@@ -248,6 +249,61 @@ static void test_save_load_and_errors(const char *golden) {
     model_transformer_free(&s);
 }
 
+/* Align's unit: one layer's attention from a given input, MSE against a target, gradients of the
+ * layer's new parameters (and nothing else) against central differences in f64. */
+static void test_layer_gradients(const char *golden) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/llama", golden);
+    model_transformer s;
+    CHECK(load_student(dir, 4, 1, 3, &s) == 0);
+    randomize_new_params(&s, 29, 0.3f);
+    s.cfg.mlstm_eps = 0.1;
+    const int T = 11, layer = 1;
+    size_t N = s.layout.n_params, nx = (size_t)T * s.cfg.hidden, ny = (size_t)T * s.cfg.n_heads * s.cfg.head_dim;
+    double *p = malloc(sizeof(double) * N), *g = calloc(N, sizeof(double));
+    double *xn = malloc(sizeof(double) * nx), *y = malloc(sizeof(double) * ny), *dy = malloc(sizeof(double) * ny);
+    xd_rng r;
+    xd_rng_seed(&r, 31);
+    for (size_t i = 0; i < N; i++) p[i] = s.params[i];
+    for (size_t i = 0; i < nx; i++) xn[i] = xd_rng_normal(&r);
+    for (size_t i = 0; i < ny; i++) y[i] = 0.3 * xd_rng_normal(&r);
+    xd_err e;
+    model_student_layer_f64 *w;
+    CHECK(model_student_layer_new_f64(&s.cfg, s.rope_inv_freq, T, &w, &e) == 0);
+    const double *yhat = model_student_layer_forward_f64(&s.cfg, &s.layout, p, layer, xn, w, &e);
+    CHECK(yhat != NULL);
+    kern_mse_f64(dy, yhat, y, ny);
+    CHECK(model_student_layer_backward_f64(&s.cfg, &s.layout, p, layer, xn, w, dy, g, &e) == 0);
+    double worst = 0, gmax = 0;
+    for (int i = 0; i < s.layout.n_entries; i++) {
+        const model_tensor_entry *t = &s.layout.entries[i];
+        bool mine = t->student_new && strstr(t->name, "layers.1.") != NULL;
+        for (uint64_t j = 0; j < t->count; j++) {
+            if (!mine) CHECK_MSG(g[t->offset + j] == 0, "align touched %s", t->name);
+            else gmax = fmax(gmax, fabs(g[t->offset + j]));
+        }
+    }
+    for (int i = 0; i < s.layout.n_entries; i++) {
+        const model_tensor_entry *t = &s.layout.entries[i];
+        if (!t->student_new || !strstr(t->name, "layers.1.")) continue;
+        for (int k = 0; k < 6; k++) {
+            uint64_t idx = t->offset + xd_rng_next(&r) % t->count;
+            double keep = p[idx], h = 1e-6 * fmax(1.0, fabs(keep)), lp, lm;
+            p[idx] = keep + h;
+            lp = kern_mse_f64(dy, model_student_layer_forward_f64(&s.cfg, &s.layout, p, layer, xn, w, &e), y, ny);
+            p[idx] = keep - h;
+            lm = kern_mse_f64(dy, model_student_layer_forward_f64(&s.cfg, &s.layout, p, layer, xn, w, &e), y, ny);
+            p[idx] = keep;
+            worst = fmax(worst, fabs((lp - lm) / (2 * h) - g[idx]) / gmax);
+        }
+    }
+    printf("align layer: new-parameter gradients of the MSE vs central differences: %.3g\n", worst);
+    CHECK_MSG(worst <= 1e-6, "align layer gradient error %g", worst);
+    model_student_layer_free_f64(w);
+    free(p), free(g), free(xn), free(y), free(dy);
+    model_transformer_free(&s);
+}
+
 int main(void) {
     char golden[900];
     snprintf(golden, sizeof golden, "%s/golden", test_data_dir());
@@ -257,6 +313,7 @@ int main(void) {
      * every tensor relative to itself */
     test_gradients(golden, "qwen2", 4, 1, 3, 0.1);
     test_step_form(golden);
+    test_layer_gradients(golden);
     test_save_load_and_errors(golden);
     TEST_MAIN_END();
 }
