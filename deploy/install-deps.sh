@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev                # fp32 matrix products on the CPU
   libjansson-dev                 # JSON: config.json, tokenizer.json, metrics, reports
   libutf8proc-dev                # Unicode categories and NFC for the tokenizers' pre-tokenisers
+  libyaml-dev                    # stage configuration files
   unzip ca-certificates
 )
 
