@@ -1,0 +1,323 @@
+#define _XOPEN_SOURCE 700
+#include "trainer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <math.h>
+
+#include "kernels/kernels.h"
+
+#define OPTIM_MAGIC "XDOPTIM1"
+
+static int make_dir(const char *path, xd_err *e) {
+    if (mkdir(path, 0755) == 0 || (errno == EEXIST && xd_is_dir(path))) return 0;
+    return xd_fail(e, "%s: cannot create directory: %s", path, strerror(errno));
+}
+
+static void fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Keeps the lines of metrics.jsonl whose "step" is at most last_step. */
+static int truncate_metrics(const char *path, long last_step, xd_err *e) {
+    char *text;
+    size_t len;
+    if (!xd_file_exists(path)) return 0;
+    if (xd_read_file(path, 1u << 30, &text, &len, e)) return -1;
+    size_t keep = 0;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        if (!nl) break; /* a torn last line (the process died mid-write) is dropped */
+        const char *s = strstr(line, "\"step\":");
+        long step = s && s < nl ? strtol(s + 7, NULL, 10) : -1;
+        if (step > last_step) break;
+        keep = (size_t)(nl + 1 - text);
+        line = nl + 1;
+    }
+    int rc = xd_write_file_atomic(path, text, keep, e);
+    free(text);
+    return rc;
+}
+
+int trainer_open(trainer_run *r, const char *out, const char *stage, long resume_step, xd_err *e) {
+    memset(r, 0, sizeof *r);
+    snprintf(r->out, sizeof r->out, "%s", out);
+    snprintf(r->stage, sizeof r->stage, "%s", stage);
+    char path[1200];
+    if (make_dir(out, e)) return -1;
+    snprintf(path, sizeof path, "%s/checkpoints", out);
+    if (make_dir(path, e)) return -1;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    if (truncate_metrics(path, resume_step, e)) return -1;
+    r->metrics = fopen(path, "a");
+    if (!r->metrics) return xd_fail(e, "%s: cannot open: %s", path, strerror(errno));
+    r->tty = isatty(STDERR_FILENO);
+    r->t_start = xd_now();
+    r->first_step = resume_step;
+    return 0;
+}
+
+void trainer_close(trainer_run *r) {
+    if (r->metrics) fclose(r->metrics);
+    r->metrics = NULL;
+}
+
+int trainer_metrics(trainer_run *r, const char *line, xd_err *e) {
+    if (fputs(line, r->metrics) < 0 || fputc('\n', r->metrics) < 0 || fflush(r->metrics) != 0)
+        return xd_fail(e, "%s/metrics.jsonl: write failed", r->out);
+    return 0;
+}
+
+void trainer_progress(trainer_run *r, long step, long total, const char *fmt, ...) {
+    double now = xd_now();
+    if (!r->tty || (now - r->last_progress < 0.5 && step < total)) return;
+    r->last_progress = now;
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    double rate = (double)(step - r->first_step) / (now - r->t_start);
+    double eta = rate > 0 ? (double)(total - step) / rate : 0;
+    fprintf(stderr, "\r[%s] step %ld/%ld  %s  ETA %.0fs   ", r->stage, step, total, msg, eta);
+}
+
+void trainer_progress_end(trainer_run *r) {
+    if (r->tty) fprintf(stderr, "\n");
+}
+
+static int write_optim(const char *path, const trainer_optim *o, xd_err *e) {
+    size_t bytes = 32 + 2 * sizeof(float) * o->n;
+    unsigned char *buf = xd_malloc(bytes, e);
+    if (!buf) return -1;
+    memcpy(buf, OPTIM_MAGIC, 8);
+    uint32_t version = 1, reserved = 0;
+    uint64_t n = o->n, step = (uint64_t)o->step;
+    memcpy(buf + 8, &version, 4);
+    memcpy(buf + 12, &reserved, 4);
+    memcpy(buf + 16, &n, 8);
+    memcpy(buf + 24, &step, 8);
+    memcpy(buf + 32, o->m, sizeof(float) * o->n);
+    memcpy(buf + 32 + sizeof(float) * o->n, o->v, sizeof(float) * o->n);
+    int rc = xd_write_file_atomic(path, buf, bytes, e);
+    free(buf);
+    return rc;
+}
+
+static long parse_step_dir(const char *name) {
+    if (strncmp(name, "step-", 5) != 0) return -1;
+    char *end;
+    long s = strtol(name + 5, &end, 10);
+    return *end == 0 && s >= 0 ? s : -1;
+}
+
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    char p[2048];
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Removes all but the newest `keep` complete checkpoints, and any leftover .tmp directory. */
+static void prune(const char *out, int keep) {
+    char dir[1200], p[2048];
+    snprintf(dir, sizeof dir, "%s/checkpoints", out);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    long steps[4096];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && n < 4096) {
+        long s = parse_step_dir(de->d_name);
+        if (s >= 0) steps[n++] = s;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++) {
+        int newer = 0;
+        for (int j = 0; j < n; j++) newer += steps[j] > steps[i];
+        if (newer >= keep) {
+            snprintf(p, sizeof p, "%s/step-%08ld", dir, steps[i]);
+            remove_tree(p);
+        }
+    }
+}
+
+int trainer_checkpoint_save(const char *out, long step, const model_transformer *model,
+                            const char *tokenizer_source, const trainer_optim *opt,
+                            const char *state_json, int keep, xd_err *e) {
+    char tmp[1300], final[1200], p[1400];
+    snprintf(final, sizeof final, "%s/checkpoints/step-%08ld", out, step);
+    snprintf(tmp, sizeof tmp, "%s.tmp", final);
+    remove_tree(tmp); /* a previous attempt that died half-way */
+    if (make_dir(tmp, e)) return -1;
+    if (model_save(model, tmp, tokenizer_source, e)) return -1;
+    snprintf(p, sizeof p, "%s/optimizer.bin", tmp);
+    if (write_optim(p, opt, e)) return -1;
+    snprintf(p, sizeof p, "%s/trainer_state.json", tmp);
+    if (xd_write_file_atomic(p, state_json, strlen(state_json), e)) return -1;
+    snprintf(p, sizeof p, "%s/DONE", tmp);
+    if (xd_write_file_atomic(p, "", 0, e)) return -1;
+    remove_tree(final);
+    if (rename(tmp, final) != 0) return xd_fail(e, "%s: rename failed: %s", final, strerror(errno));
+    snprintf(p, sizeof p, "%s/checkpoints", out);
+    fsync_path(p);
+    prune(out, keep > 0 ? keep : 1);
+    return 0;
+}
+
+int trainer_checkpoint_latest(const char *out, char *path, size_t cap, long *step, xd_err *e) {
+    char dir[1200], p[1600];
+    snprintf(dir, sizeof dir, "%s/checkpoints", out);
+    DIR *d = opendir(dir);
+    if (!d) return 1;
+    long best = -1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        long s = parse_step_dir(de->d_name);
+        snprintf(p, sizeof p, "%s/%s/DONE", dir, de->d_name);
+        if (s > best && xd_file_exists(p)) best = s;
+    }
+    closedir(d);
+    if (best < 0) return 1;
+    int n = snprintf(path, cap, "%s/step-%08ld", dir, best);
+    if (n < 0 || (size_t)n >= cap) return xd_fail(e, "%s: path too long", dir);
+    *step = best;
+    return 0;
+}
+
+int trainer_checkpoint_load_optim(const char *ckpt, trainer_optim *o, xd_err *e) {
+    char p[1300];
+    snprintf(p, sizeof p, "%s/optimizer.bin", ckpt);
+    xd_mapped_file f;
+    if (xd_map_file(p, &f, e)) return -1;
+    int rc = 0;
+    uint64_t n = 0, step = 0;
+    if (f.size < 32 || memcmp(f.data, OPTIM_MAGIC, 8) != 0) {
+        rc = xd_fail(e, "%s: not an xdistill optimizer state (bad magic)", p);
+    } else {
+        memcpy(&n, f.data + 16, 8);
+        memcpy(&step, f.data + 24, 8);
+        if (n != o->n) rc = xd_fail(e, "%s: holds %llu parameters, this run trains %llu", p,
+                                    (unsigned long long)n, (unsigned long long)o->n);
+        else if (f.size != 32 + 2 * sizeof(float) * n) rc = xd_fail(e, "%s: truncated", p);
+    }
+    if (rc == 0) {
+        memcpy(o->m, f.data + 32, sizeof(float) * n);
+        memcpy(o->v, f.data + 32 + sizeof(float) * n, sizeof(float) * n);
+        o->step = (long)step;
+    }
+    xd_unmap_file(&f);
+    return rc;
+}
+
+int trainer_checkpoint_load_state(const char *ckpt, char **json, xd_err *e) {
+    char p[1300];
+    snprintf(p, sizeof p, "%s/trainer_state.json", ckpt);
+    return xd_read_file(p, 64u << 20, json, NULL, e);
+}
+
+int trainer_finish(const char *out, const model_transformer *model, const char *tokenizer_source,
+                   const char *summary_json, xd_err *e) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/model", out);
+    if (model_save(model, p, tokenizer_source, e)) return -1;
+    snprintf(p, sizeof p, "%s/DONE", out);
+    return xd_write_file_atomic(p, summary_json, strlen(summary_json), e);
+}
+
+int trainer_ranges_select(const model_layout *L, bool (*keep)(const model_tensor_entry *, void *),
+                          void *ctx, trainer_ranges *r, xd_err *e) {
+    memset(r, 0, sizeof *r);
+    r->offset = xd_calloc((size_t)L->n_entries, sizeof(uint64_t), e);
+    r->count = xd_calloc((size_t)L->n_entries, sizeof(uint64_t), e);
+    if (!r->offset || !r->count) {
+        trainer_ranges_free(r);
+        return -1;
+    }
+    for (int i = 0; i < L->n_entries; i++) {
+        const model_tensor_entry *t = &L->entries[i];
+        if (!keep(t, ctx)) continue;
+        /* entries are laid out back to back, so neighbours merge into one range */
+        if (r->n > 0 && r->offset[r->n - 1] + r->count[r->n - 1] == t->offset) {
+            r->count[r->n - 1] += t->count;
+        } else {
+            r->offset[r->n] = t->offset;
+            r->count[r->n++] = t->count;
+        }
+        r->total += t->count;
+    }
+    if (r->total == 0) {
+        trainer_ranges_free(r);
+        return xd_fail(e, "nothing to train: no tensor selected");
+    }
+    return 0;
+}
+
+void trainer_ranges_free(trainer_ranges *r) {
+    free(r->offset);
+    free(r->count);
+    memset(r, 0, sizeof *r);
+}
+
+double trainer_clip(float *grads, const trainer_ranges *r, double max_norm) {
+    double ss = 0;
+    for (int k = 0; k < r->n; k++)
+        for (uint64_t i = 0; i < r->count[k]; i++) {
+            double g = grads[r->offset[k] + i];
+            ss += g * g;
+        }
+    double norm = sqrt(ss);
+    if (!isfinite(norm) || max_norm <= 0) return norm;
+    double scale = max_norm / (norm + 1e-6);
+    if (scale < 1)
+        for (int k = 0; k < r->n; k++)
+            for (uint64_t i = 0; i < r->count[k]; i++) grads[r->offset[k] + i] *= (float)scale;
+    return norm;
+}
+
+void trainer_adamw(float *params, const float *grads, const trainer_ranges *r, trainer_optim *o,
+                   double lr, double beta1, double beta2, double eps, double weight_decay) {
+    kern_adamw cfg = {lr, beta1, beta2, eps, weight_decay};
+    o->step++;
+    uint64_t packed = 0;
+    for (int k = 0; k < r->n; k++) {
+        kern_adamw_step(params + r->offset[k], grads + r->offset[k], o->m + packed, o->v + packed,
+                        r->count[k], &cfg, o->step);
+        packed += r->count[k];
+    }
+}
+
+int trainer_optim_init(trainer_optim *o, uint64_t n, xd_err *e) {
+    o->n = n;
+    o->step = 0;
+    o->m = xd_calloc(n, sizeof(float), e);
+    o->v = o->m ? xd_calloc(n, sizeof(float), e) : NULL;
+    if (!o->v) {
+        trainer_optim_free(o);
+        return -1;
+    }
+    return 0;
+}
+
+void trainer_optim_free(trainer_optim *o) {
+    free(o->m);
+    free(o->v);
+    o->m = o->v = NULL;
+}
