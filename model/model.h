@@ -109,6 +109,7 @@ typedef struct model_transformer {
     double *rope_inv_freq; /* [head_dim/2], scaling applied (GGUF rope_freqs included) */
     model_layer_weights *layers;
     model_tokenizer *tokenizer; /* NULL when the checkpoint carries none */
+    char tokenizer_source[1024]; /* a student's: where its tokenizer was loaded from ("" none) */
     char source[1024];
 } model_transformer;
 

@@ -193,6 +193,7 @@ int model_save(const model_transformer *m, const char *dir, const char *tokenize
     free(entries);
     if (rc) return -1;
     json_t *cfg = model_config_to_json(&m->cfg);
+    if (!tokenizer_source && m->tokenizer_source[0]) tokenizer_source = m->tokenizer_source;
     if (tokenizer_source) json_object_set_new(cfg, "tokenizer_source", json_string(tokenizer_source));
     char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     json_decref(cfg);

@@ -232,7 +232,7 @@ static int load_gguf(const char *path, model_transformer *m, xd_err *e) {
 }
 
 /* A student made from a GGUF teacher names where its tokenizer lives ("tokenizer_source"). */
-static int load_tokenizer_source(const char *dir, model_transformer *m, xd_err *e) {
+static int load_tokenizer_source(const char *dir, model_transformer *m, bool load, xd_err *e) {
     char path[4096], *text;
     size_t len;
     if (xd_path_join(path, sizeof path, dir, "config.json", e) || xd_read_file(path, 4u << 20, &text, &len, e))
@@ -244,7 +244,10 @@ static int load_tokenizer_source(const char *dir, model_transformer *m, xd_err *
     if (src && !json_is_string(src)) {
         rc = xd_fail(e, "%s: \"tokenizer_source\" must be a string", path);
     } else if (src) {
-        const char *from = json_string_value(src);
+        snprintf(m->tokenizer_source, sizeof m->tokenizer_source, "%s", json_string_value(src));
+    }
+    if (src && rc == 0 && load) {
+        const char *from = m->tokenizer_source;
         if (xd_is_dir(from)) {
             rc = model_tokenizer_load_hf(from, &m->tokenizer, e);
         } else {
@@ -275,8 +278,12 @@ static int load_hf(const char *dir, model_transformer *m, xd_err *e) {
     if (rc) return rc;
     char tok[4096];
     if (xd_path_join(tok, sizeof tok, dir, "tokenizer.json", e)) return -1;
-    if (xd_file_exists(tok)) return model_tokenizer_load_hf(dir, &m->tokenizer, e);
-    return load_tokenizer_source(dir, m, e);
+    /* a student's checkpoint records where its tokenizer came from, whether or not it has a copy */
+    if (xd_file_exists(tok)) {
+        if (m->cfg.student && load_tokenizer_source(dir, m, false, e)) return -1;
+        return model_tokenizer_load_hf(dir, &m->tokenizer, e);
+    }
+    return load_tokenizer_source(dir, m, true, e);
 }
 
 int model_transformer_load(const char *path, model_transformer *m, xd_err *e) {

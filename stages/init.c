@@ -75,7 +75,8 @@ int stage_init(int argc, char **argv) {
         char abs[PATH_MAX];
         const char *tok_source = NULL;
         bool hf = xd_is_dir(teacher_path);
-        if (teacher.tokenizer && !hf && realpath(teacher_path, abs)) tok_source = abs;
+        /* checkpoints of later stages find the tokenizer through this path too */
+        if (teacher.tokenizer && realpath(teacher_path, abs)) tok_source = abs;
         rc = model_save(&student, out, tok_source, &e);
         if (rc == 0 && hf) rc = copy_file(teacher_path, out, "tokenizer.json", &e);
         if (rc == 0 && hf) rc = copy_file(teacher_path, out, "tokenizer_config.json", &e);
