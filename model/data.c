@@ -926,7 +926,7 @@ int model_data_loader_restore(model_data_loader *l, const model_data_state *s, x
                            model_data_split_name((model_data_split)l->split),
                            (unsigned long long)d->tokens[l->split]);
         /* a cursor may sit at the end of a shard (or past the last one): reading moves it on */
-        bool ok = c->shard < ns ? c->offset <= d->shards[l->split][c->shard].tokens
+        bool ok = c->shard < ns ? c->offset <= d->shards[l->split][data_order(l, k, c->epoch)[c->shard]].tokens
                                 : c->shard == ns && c->offset == 0;
         if (!ok || (l->split == 1 && c->epoch != 0))
             return xd_fail(e, "loader state: source %d (%s): cursor (epoch %llu, shard %llu, offset %llu) "
