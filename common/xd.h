@@ -81,4 +81,19 @@ uint64_t xd_rng_next(xd_rng *r);
 double xd_rng_uniform(xd_rng *r); /* [0, 1) */
 float xd_rng_normal(xd_rng *r);
 
+/* SHA-256 (FIPS 180-4), incrementally or in one call; the checksum of token shards. */
+typedef struct xd_sha256_ctx {
+    uint32_t h[8];
+    uint64_t total; /* bytes hashed */
+    uint8_t buf[64];
+    size_t used;
+} xd_sha256_ctx;
+void xd_sha256_init(xd_sha256_ctx *c);
+void xd_sha256_update(xd_sha256_ctx *c, const void *data, size_t len);
+void xd_sha256_final(xd_sha256_ctx *c, uint8_t out[32]);
+/* The digest of data as 64 lowercase hex digits + NUL. */
+void xd_sha256_hex(const void *data, size_t len, char out[65]);
+/* n bytes as 2n lowercase hex digits + NUL. */
+void xd_hex(const uint8_t *bytes, size_t n, char *out);
+
 #endif
