@@ -97,56 +97,16 @@ int stage_check_lineage(const model_transformer *teacher, const model_transforme
 }
 
 int stage_align(int argc, char **argv) {
-    const char *config = NULL, *layers_flag = NULL;
-    char *sets[64];
-    int n_sets = 0;
-    bool print_keys = false;
     xd_err e = {{0}};
-    for (int i = 0; i < argc; i++) { /* --set may repeat: collect it before the table parser */
-        if (!strcmp(argv[i], "--set") && i + 1 < argc && n_sets < 64) {
-            sets[n_sets++] = argv[++i];
-            argv[i - 1] = argv[i] = NULL;
-        } else if (!strncmp(argv[i], "--set=", 6) && n_sets < 64) {
-            sets[n_sets++] = argv[i] + 6;
-            argv[i] = NULL;
-        }
-    }
-    const char *set_help = NULL;
-    char *rest[256];
-    int n_rest = 0;
-    for (int i = 0; i < argc && n_rest < 256; i++)
-        if (argv[i]) rest[n_rest++] = argv[i];
-    arg_spec specs[] = {
-        {"--config", ARG_STRING, &config, "stage settings (YAML); keys in docs/stages.md", false},
-        {"--set", ARG_STRING, &set_help, "key=value: override one setting (repeatable)", false},
-        {"--layers", ARG_STRING, &layers_flag, "A-B: train only these layers (overrides layers)", false},
-        {"--print-keys", ARG_FLAG, &print_keys, "print the settings table (markdown) and exit", false},
-    };
-    int n_specs = sizeof specs / sizeof specs[0];
-    const char *usage = "xtrain align --config FILE.yaml [--set key=value]... [--layers A-B]";
-    int prc = args_parse(specs, n_specs, n_rest, rest, &e);
-    if (prc) {
-        if (prc < 0) fprintf(stderr, "xtrain align: %s\n", e.msg);
-        args_usage(usage, specs, n_specs);
-        return prc < 0 ? 2 : 0;
-    }
     align_settings s;
     memset(&s, 0, sizeof s);
     cfg_field fields[32];
     int n_fields = align_fields(&s, fields);
-    if (print_keys) {
-        cfg_print_table(fields, n_fields);
-        return 0;
-    }
-    if (layers_flag) {
-        static char buf[80];
-        snprintf(buf, sizeof buf, "layers=%s", layers_flag);
-        if (n_sets < 64) sets[n_sets++] = buf;
-    }
-    if (cfg_load(fields, n_fields, config, sets, n_sets, &e)) {
-        fprintf(stderr, "xtrain align: %s\n", e.msg);
+    int cli = cfg_stage_cli("align", argc, argv, fields, n_fields, "--layers", "layers",
+                            "A-B: train only these layers (the layers key)");
+    if (cli) {
         cfg_free(fields, n_fields);
-        return 2;
+        return cli == 1 ? 0 : 2;
     }
     if (strcmp(s.schedule, "cosine") && strcmp(s.schedule, "constant")) {
         fprintf(stderr, "xtrain align: schedule \"%s\" must be cosine or constant\n", s.schedule);
@@ -164,9 +124,8 @@ int stage_align(int argc, char **argv) {
     model_student_layer_f32 **work = NULL;
     float *grads = NULL, *xn = NULL, *att = NULL, *dy = NULL;
     int *inputs = NULL, *targets = NULL;
-    char *state_text = NULL, *settings_json = cfg_to_json(fields, n_fields);
+    char *settings_json = cfg_to_json(fields, n_fields);
     double *layer_loss = NULL;
-    json_t *state = NULL;
     char ckpt[1400];
     long start_step = 0, ckpt_step = 0;
     double tokens_done = 0;
@@ -198,19 +157,7 @@ int stage_align(int argc, char **argv) {
     if ((rc = trainer_ranges_select(&student.layout, is_trainable, &lr_sel, &ranges, &e))) goto done;
     if ((rc = trainer_optim_init(&opt, ranges.total, &e))) goto done;
     if (found == 0) {
-        if ((rc = trainer_checkpoint_load_optim(ckpt, &opt, &e))) goto done;
-        if ((rc = trainer_checkpoint_load_state(ckpt, &state_text, &e))) goto done;
-        json_error_t je;
-        state = json_loads(state_text, 0, &je);
-        model_data_state ds;
-        json_t *ld = state ? json_object_get(state, "loader") : NULL;
-        if (!ld || model_data_state_from_json(ld, &ds, &e) || model_data_loader_restore(loader, &ds, &e)) {
-            rc = xd_fail(&e, "%s/trainer_state.json: cannot restore the data position%s%s", ckpt,
-                         e.msg[0] ? ": " : "", e.msg);
-            goto done;
-        }
-        start_step = (long)json_integer_value(json_object_get(state, "step"));
-        tokens_done = json_number_value(json_object_get(state, "tokens"));
+        if ((rc = trainer_restore(ckpt, &opt, loader, &start_step, &tokens_done, &e))) goto done;
         fprintf(stderr, "[align] resuming from %s (step %ld)\n", ckpt, start_step);
     }
     if ((rc = trainer_open(&run, s.out, "align", start_step, &e))) goto done;
@@ -285,14 +232,10 @@ int stage_align(int argc, char **argv) {
         trainer_progress(&run, step + 1, s.steps, "mse %.4g  lr %.2e  %.0f tok/s", mean, lr, (double)s.batch * T / secs);
         bool last_step = step + 1 == s.steps;
         if (rc == 0 && ((step + 1) % s.checkpoint_every == 0 || last_step)) {
-            model_data_state ds;
-            model_data_loader_state(loader, &ds);
-            json_t *st = json_pack("{s:s, s:I, s:f, s:o, s:s}", "stage", "align", "step", (json_int_t)(step + 1),
-                                   "tokens", tokens_done, "loader", model_data_state_to_json(&ds), "settings",
-                                   settings_json ? settings_json : "{}");
-            char *text = json_dumps(st, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            json_decref(st);
-            rc = trainer_checkpoint_save(s.out, step + 1, &student, NULL, &opt, text, (int)s.keep_checkpoints, &e);
+            char *text = trainer_state_json("align", step + 1, tokens_done, loader, settings_json);
+            rc = text ? trainer_checkpoint_save(s.out, step + 1, &student, NULL, &opt, text,
+                                                (int)s.keep_checkpoints, &e)
+                      : xd_fail(&e, "out of memory");
             free(text);
         }
     }
@@ -310,8 +253,7 @@ done:
     if (work)
         for (int l = 0; l < last - first + 1; l++) model_student_layer_free_f32(work[l]);
     free(work), free(grads), free(xn), free(att), free(dy), free(inputs), free(targets), free(layer_loss);
-    free(state_text), free(settings_json);
-    json_decref(state);
+    free(settings_json);
     trainer_optim_free(&opt);
     trainer_ranges_free(&ranges);
     trainer_close(&run);

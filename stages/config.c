@@ -286,3 +286,47 @@ void cfg_print_table(const cfg_field *fields, int n) {
     for (int i = 0; i < n; i++)
         printf("| `%s` | %s | %s |\n", fields[i].key, fields[i].dflt ? fields[i].dflt : "required", fields[i].help);
 }
+
+int cfg_stage_cli(const char *stage, int argc, char **argv, cfg_field *fields, int n_fields,
+                  const char *extra_flag, const char *extra_key, const char *extra_help) {
+    const char *config = NULL, *set_value = NULL, *extra = NULL;
+    char *sets[65], *rest[256], extra_set[256];
+    int n_sets = 0, n_rest = 0;
+    bool print_keys = false;
+    xd_err e = {{0}};
+    /* --set repeats: collect every occurrence before the flag table sees the rest */
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--set") && i + 1 < argc && n_sets < 64) sets[n_sets++] = argv[++i];
+        else if (!strncmp(argv[i], "--set=", 6) && n_sets < 64) sets[n_sets++] = argv[i] + 6;
+        else if (n_rest < 256) rest[n_rest++] = argv[i];
+    }
+    arg_spec specs[] = {
+        {"--config", ARG_STRING, &config, "stage settings (YAML); keys: --print-keys, docs/stages.md", false},
+        {"--set", ARG_STRING, &set_value, "key=value: override one setting (repeatable)", false},
+        {"--print-keys", ARG_FLAG, &print_keys, "print the settings with defaults (markdown) and exit", false},
+        {extra_flag ? extra_flag : "--", ARG_STRING, &extra, extra_help ? extra_help : "", false},
+    };
+    int n_specs = extra_flag ? 4 : 3;
+    char usage[256];
+    snprintf(usage, sizeof usage, "xtrain %s --config FILE.yaml [--set key=value]...%s%s%s", stage,
+             extra_flag ? " [" : "", extra_flag ? extra_flag : "", extra_flag ? " VALUE]" : "");
+    int prc = args_parse(specs, n_specs, n_rest, rest, &e);
+    if (prc) {
+        if (prc < 0) fprintf(stderr, "xtrain %s: %s\n", stage, e.msg);
+        args_usage(usage, specs, n_specs);
+        return prc < 0 ? 2 : 1;
+    }
+    if (print_keys) {
+        cfg_print_table(fields, n_fields);
+        return 1;
+    }
+    if (extra && n_sets < 65) {
+        snprintf(extra_set, sizeof extra_set, "%s=%s", extra_key, extra);
+        sets[n_sets++] = extra_set;
+    }
+    if (cfg_load(fields, n_fields, config, sets, n_sets, &e)) {
+        fprintf(stderr, "xtrain %s: %s\n", stage, e.msg);
+        return 2;
+    }
+    return 0;
+}

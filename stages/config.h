@@ -38,4 +38,13 @@ char *cfg_to_json(const cfg_field *fields, int n_fields);
 /* Markdown table of the fields, for docs. */
 void cfg_print_table(const cfg_field *fields, int n_fields);
 
+
+
+/* The command line every training stage shares:
+ *   xtrain STAGE --config FILE.yaml [--set key=value]... [EXTRA VALUE] [--print-keys]
+ * extra_flag (may be NULL) is a shortcut that becomes --set extra_key=VALUE. Loads the settings.
+ * Returns 0 to run, 1 when it printed what was asked (exit 0), 2 on a usage error (printed). */
+int cfg_stage_cli(const char *stage, int argc, char **argv, cfg_field *fields, int n_fields,
+                  const char *extra_flag, const char *extra_key, const char *extra_help);
+
 #endif

@@ -12,6 +12,9 @@
 #include <math.h>
 
 #include "kernels/kernels.h"
+#include "model/data.h"
+
+#include <jansson.h>
 
 #define OPTIM_MAGIC "XDOPTIM1"
 
@@ -320,4 +323,40 @@ void trainer_optim_free(trainer_optim *o) {
     free(o->m);
     free(o->v);
     o->m = o->v = NULL;
+}
+
+int trainer_restore(const char *ckpt, trainer_optim *opt, model_data_loader *loader, long *step,
+                    double *tokens, xd_err *e) {
+    char *text;
+    if (trainer_checkpoint_load_optim(ckpt, opt, e) || trainer_checkpoint_load_state(ckpt, &text, e))
+        return -1;
+    json_error_t je;
+    json_t *st = json_loads(text, 0, &je);
+    free(text);
+    int rc = 0;
+    json_t *ld = st ? json_object_get(st, "loader") : NULL, *sp = st ? json_object_get(st, "step") : NULL;
+    model_data_state ds;
+    if (!st || !json_is_integer(sp) || !ld) {
+        rc = xd_fail(e, "%s/trainer_state.json: malformed (no step or loader)", ckpt);
+    } else if (model_data_state_from_json(ld, &ds, e) || model_data_loader_restore(loader, &ds, e)) {
+        rc = xd_wrap(e, "%s/trainer_state.json: cannot restore the data position", ckpt);
+    } else {
+        *step = (long)json_integer_value(sp);
+        *tokens = json_number_value(json_object_get(st, "tokens"));
+    }
+    json_decref(st);
+    return rc;
+}
+
+char *trainer_state_json(const char *stage, long step, double tokens,
+                         const model_data_loader *loader, const char *settings_json) {
+    model_data_state ds;
+    model_data_loader_state(loader, &ds);
+    json_t *settings = settings_json ? json_loads(settings_json, 0, NULL) : NULL;
+    json_t *st = json_pack("{s:s, s:I, s:f, s:o, s:o}", "stage", stage, "step", (json_int_t)step,
+                           "tokens", tokens, "loader", model_data_state_to_json(&ds), "settings",
+                           settings ? settings : json_object());
+    char *text = json_dumps(st, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(st);
+    return text;
 }

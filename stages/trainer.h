@@ -47,6 +47,15 @@ int trainer_checkpoint_latest(const char *out, char *path, size_t cap, long *ste
 int trainer_checkpoint_load_optim(const char *ckpt, trainer_optim *opt, xd_err *e);
 /* trainer_state.json's text; the caller frees it. */
 int trainer_checkpoint_load_state(const char *ckpt, char **json, xd_err *e);
+/* Restores a run from a checkpoint: the optimiser moments, the data loader's position, and the
+ * step and token count reached. */
+struct model_data_loader;
+int trainer_restore(const char *ckpt, trainer_optim *opt, struct model_data_loader *loader,
+                    long *step, double *tokens, xd_err *e);
+/* trainer_state.json for a checkpoint: stage, step, tokens, the loader's position and the settings
+ * (a JSON object text). The caller frees it. */
+char *trainer_state_json(const char *stage, long step, double tokens,
+                         const struct model_data_loader *loader, const char *settings_json);
 /* Writes the final model to OUT/model and then OUT/DONE. */
 int trainer_finish(const char *out, const model_transformer *model, const char *tokenizer_source,
                    const char *summary_json, xd_err *e);
