@@ -200,6 +200,9 @@ static int parse_student(json_t *root, const char *name, model_config *c, xd_err
         get_int(hy, "chunk", true, 64, &c->chunk, name, e) ||
         get_num(hy, "mlstm_eps", false, 1e-6, &c->mlstm_eps, name, e))
         return -1;
+    json_t *id = json_object_get(hy, "init_id");
+    if (id && !json_is_string(id)) return xd_fail(e, "%s: \"init_id\" must be a string", name);
+    if (id) snprintf(c->init_id, sizeof c->init_id, "%s", json_string_value(id));
     return model_config_validate(c, name, e);
 }
 
@@ -251,6 +254,7 @@ json_t *model_config_to_json(const model_config *c) {
     json_object_set_new(hy, "sinks", json_integer(c->sinks));
     json_object_set_new(hy, "chunk", json_integer(c->chunk));
     json_object_set_new(hy, "mlstm_eps", json_real(c->mlstm_eps));
+    if (c->init_id[0]) json_object_set_new(hy, "init_id", json_string(c->init_id));
     json_object_set_new(root, "xlstm_hybrid", hy);
     json_object_set_new(root, "teacher", t);
     return root;

@@ -39,6 +39,8 @@ typedef struct model_config {
     bool student;
     int window, sinks, chunk;
     double mlstm_eps;
+    char init_id[40]; /* set by xtrain init and kept by every later stage: experts that share it
+                         started from the same student, so averaging them is meaningful */
 } model_config;
 
 /* Parses a Hugging Face config.json (llama, qwen2, mistral; SmolLM2 is llama). Reads both the keys

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define real float
 #define KFN(n) n##_f32
@@ -117,6 +118,10 @@ int model_student_init(const model_transformer *teacher, const model_student_set
     st->cfg.sinks = set->sinks;
     st->cfg.chunk = set->chunk;
     st->cfg.mlstm_eps = set->mlstm_eps;
+    /* a fresh identity for this student's lineage (time, pid and address mixed) */
+    xd_rng r;
+    xd_rng_seed(&r, (uint64_t)(xd_now() * 1e9) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)st);
+    snprintf(st->cfg.init_id, sizeof st->cfg.init_id, "%016llx", (unsigned long long)xd_rng_next(&r));
     snprintf(st->source, sizeof st->source, "student of %.900s", teacher->source);
     if (model_config_validate(&st->cfg, "student", e)) return -1;
     const model_config *c = &st->cfg;

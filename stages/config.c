@@ -223,7 +223,9 @@ int cfg_load(cfg_field *fields, int n, const char *yaml_path, char **overrides, 
         cfg_field *f = &fields[i];
         if (f->type == CFG_STRING) *(char **)f->dst = NULL;
         if (f->type == CFG_SOURCES) *(cfg_sources *)f->dst = (cfg_sources){0};
-        if (f->dflt && set_scalar(f, f->dflt, "default", e)) return -1;
+        /* "" as a list's default: optional, empty */
+        if (f->dflt && !(f->type == CFG_SOURCES && !f->dflt[0]) && set_scalar(f, f->dflt, "default", e))
+            return -1;
     }
     if (yaml_path && load_yaml(fields, n, yaml_path, e)) return -1;
     for (int i = 0; i < n_overrides; i++) {
@@ -238,7 +240,7 @@ int cfg_load(cfg_field *fields, int n, const char *yaml_path, char **overrides, 
     for (int i = 0; i < n; i++) {
         cfg_field *f = &fields[i];
         bool missing = (f->type == CFG_STRING && !*(char **)f->dst) ||
-                       (f->type == CFG_SOURCES && ((cfg_sources *)f->dst)->count == 0);
+                       (f->type == CFG_SOURCES && !f->dflt && ((cfg_sources *)f->dst)->count == 0);
         if (missing)
             return xd_fail(e, "%s: \"%s\" is required (%s)", yaml_path ? yaml_path : "config", f->key, f->help);
     }

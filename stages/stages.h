@@ -8,6 +8,8 @@
 int stage_init(int argc, char **argv);
 int stage_align(int argc, char **argv);
 int stage_distill(int argc, char **argv);
+int stage_merge(int argc, char **argv);
+int stage_eval(int argc, char **argv);
 
 struct model_transformer;
 struct xd_err;

@@ -12,6 +12,8 @@ static const struct {
     {"init", stage_init, "make a hybrid student from a teacher (stage 0)"},
     {"align", stage_align, "stage 1: per-layer MSE of the student's attention against the teacher's"},
     {"distill", stage_distill, "stage 2: knowledge distillation (CE + top-k KL), every parameter"},
+    {"merge", stage_merge, "stage 3: weighted average of expert students"},
+    {"eval", stage_eval, "stage 5: teacher and student on perplexity and multiple-choice tasks"},
     {"ppl", stage_ppl, "perplexity of a text or token ids under a model"},
     {"generate", stage_generate, "stream text from a model (greedy or sampled; --chat)"},
 };
