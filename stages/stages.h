@@ -6,5 +6,6 @@
 int stage_init(int argc, char **argv);
 int stage_ppl(int argc, char **argv);
 int stage_generate(int argc, char **argv);
+int stage_prepare(int argc, char **argv);
 
 #endif

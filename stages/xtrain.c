@@ -12,6 +12,7 @@ static const struct {
     {"init", stage_init, "make a hybrid student from a teacher (stage 0)"},
     {"ppl", stage_ppl, "perplexity of a text or token ids under a model"},
     {"generate", stage_generate, "stream text from a model (greedy or sampled; --chat)"},
+    {"prepare", stage_prepare, "tokenise a corpus into train/val token shards (--inspect to check them)"},
 };
 
 static void usage(void) {
