@@ -250,7 +250,7 @@ int model_data_writer_finish(model_data_writer *w, uint64_t skipped, json_t *ext
         if (json_is_object(extra))
             json_object_foreach(extra, key, v) json_object_set(m, key, v);
     }
-    char *text = rc == 0 ? json_dumps(m, JSON_INDENT(2)) : NULL;
+    char *text = rc == 0 ? json_dumps(m, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) : NULL;
     if (rc == 0 && !text) rc = xd_fail(e, "out of memory");
     char path[4096];
     if (rc == 0) rc = xd_path_join(path, sizeof path, w->dir, MODEL_DATA_MANIFEST, e);

@@ -20,5 +20,6 @@ int stage_check_lineage(const struct model_transformer *teacher,
                         struct xd_err *e);
 int stage_ppl(int argc, char **argv);
 int stage_generate(int argc, char **argv);
+int stage_prepare(int argc, char **argv);
 
 #endif
