@@ -449,6 +449,7 @@ int stage_prepare(int argc, char **argv) {
             bad = n_inputs ? "--inspect takes no INPUTs" : decode < 0 ? "--decode must be at least 0" : NULL;
         } else {
             bad = !tok_path ? "--tokenizer is required" : !out ? "--out is required"
+                : specs[9].set ? "--decode goes with --inspect"
                 : n_inputs == 0 ? "no INPUTs: give text files, .jsonl files or directories"
                 : !(val_fraction >= 0 && val_fraction < 1) ? "--val-fraction must be in [0, 1)"
                 : shard_tokens < 1 ? "--shard-tokens must be at least 1"
