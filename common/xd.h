@@ -1,5 +1,5 @@
 /* common/xd.h — what every part of xdistill shares: errors, logging, files, checked arithmetic,
- * number formats. This is the only header of common/. */
+ * number formats, SHA-256. This is the only header of common/. */
 #ifndef XD_COMMON_H
 #define XD_COMMON_H
 

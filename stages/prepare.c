@@ -38,6 +38,7 @@ typedef struct prep {
     prep_counts n;            /* documents written, their tokens, documents skipped */
     uint64_t binary, empty, other; /* why documents were skipped */
     uint64_t bytes;
+    prep_dir_id out;          /* the output directory: never read as input */
     prep_dir_id *visited;     /* directories entered: a symlink back to one is a loop */
     size_t n_visited, cap_visited;
     bool tty;
@@ -303,6 +304,10 @@ static int prep_path(prep *p, const char *path, const char *key, bool top, xd_er
         return 0;
     }
     if (S_ISDIR(st.st_mode)) {
+        if (st.st_dev == p->out.dev && st.st_ino == p->out.ino) {
+            xd_info("prepare: %s is the output directory: not read", path);
+            return 0;
+        }
         bool fresh;
         if (prep_enter(p, &st, &fresh, e)) return -1;
         if (!fresh) {
@@ -444,6 +449,7 @@ int stage_prepare(int argc, char **argv) {
             bad = n_inputs ? "--inspect takes no INPUTs" : decode < 0 ? "--decode must be at least 0" : NULL;
         } else {
             bad = !tok_path ? "--tokenizer is required" : !out ? "--out is required"
+                : specs[9].set ? "--decode goes with --inspect"
                 : n_inputs == 0 ? "no INPUTs: give text files, .jsonl files or directories"
                 : !(val_fraction >= 0 && val_fraction < 1) ? "--val-fraction must be in [0, 1)"
                 : shard_tokens < 1 ? "--shard-tokens must be at least 1"
@@ -492,6 +498,8 @@ int stage_prepare(int argc, char **argv) {
                                        (uint64_t)shard_tokens, force};
         rc = model_data_writer_open(out, &o, &p.w, &e);
     }
+    struct stat out_st;
+    if (rc == 0 && stat(out, &out_st) == 0) p.out = (prep_dir_id){out_st.st_dev, out_st.st_ino};
     for (int i = 0; rc == 0 && i < n_inputs; i++) rc = prep_input(&p, inputs[i], in_list, &e);
     prep_progress(&p, true);
     if (rc == 0 && p.n.tokens == 0)

@@ -72,6 +72,14 @@ check "documents end with EOS and chats use the template" \
   "grep -q '^<|im_end|><|im_start|>system$' d.out && grep -q '^Hi there<|im_end|>$' d.out && grep -q '^<|im_start|>assistant$' d.out"
 check "no val shard with --val-fraction 0" "[ ! -f one/val-00000.bin ] && grep -q '\"val\": \\[\\]' one/manifest.json"
 
+# An output directory inside the corpus is not read as input, so a re-run with --force is identical.
+mkdir inner; cp corpus/a.txt inner/
+"$xtrain" prepare --tokenizer "$gguf" --out inner/shards inner 2> /dev/null
+cp inner/shards/manifest.json inner.json
+"$xtrain" prepare --tokenizer "$gguf" --out inner/shards inner --force 2> /dev/null
+check "an output directory inside the corpus is left out" \
+  "cmp -s inner.json inner/shards/manifest.json && grep -q '\"skipped\": 0' inner.json && grep -q '\"train\": 1,' inner.json"
+
 # Errors: the message names the input and the problem.
 "$xtrain" prepare --tokenizer "$gguf" --out x corpus missing.txt > /dev/null 2> e1; rc=$?
 check "a missing input (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'missing.txt: No such file or directory' e1 && [ ! -e x ]"
