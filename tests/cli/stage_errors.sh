@@ -1,0 +1,44 @@
+#!/bin/sh
+# Bad input to the training stages is a clear error before any work starts.
+# usage: stage_errors.sh XTRAIN SOURCE_DIR MODELS_DIR
+set -u
+xtrain=$1 src=$2 teacher=$3/SmolLM2-135M-Instruct.Q4_1.gguf
+fail=0
+check() { if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; cat "$tmp/err"; fail=1; fi; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/in"; cp "$src/tests/data/english.txt" "$tmp/in/"
+"$xtrain" prepare --tokenizer "$teacher" --out "$tmp/data" --val-fraction 0 "$tmp/in" > /dev/null 2>&1
+"$xtrain" init --teacher "$teacher" --out "$tmp/student" --window 16 --chunk 8 > /dev/null
+base="teacher: $teacher
+student: $tmp/student
+out: $tmp/out
+data: [$tmp/data]
+seq_len: 32
+batch: 1
+steps: 2"
+try() { printf '%s\n%s\n' "$base" "$2" > "$tmp/c.yaml"; "$xtrain" $1 --config "$tmp/c.yaml" $3 > /dev/null 2> "$tmp/err"; }
+
+try align "learning_rate: 0.1" ""; rc=$?
+check "an unknown key names the nearest (rc=$rc)" "[ $rc -eq 2 ] && grep -q 'unknown key \"learning_rate\"' '$tmp/err' && grep -q 'line 8' '$tmp/err'"
+try distill "lr: fast" ""; rc=$?
+check "a wrong type is named (rc=$rc)" "[ $rc -eq 2 ] && grep -q '\"lr\" must be a number, got \"fast\"' '$tmp/err'"
+try align "" "--set steps=0"; rc=$?
+check "an out-of-range value is named (rc=$rc)" "[ $rc -eq 2 ] && grep -q '\"steps\" = 0 is outside' '$tmp/err'"
+try align "" "--layers 5-99"; rc=$?
+check "layers past the model are refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'layers \"5-99\"' '$tmp/err'"
+try distill "" "--set data=$tmp/nowhere"; rc=$?
+check "a missing data directory is named (rc=$rc)" "[ $rc -eq 1 ] && grep -q '$tmp/nowhere' '$tmp/err'"
+try align "" "--set student=$src/tests/data/golden/llama"; rc=$?
+check "a model that is not a student is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'is not a student' '$tmp/err'"
+"$xtrain" init --teacher "$src/tests/data/golden/llama" --out "$tmp/foreign" > /dev/null 2>&1
+try align "" "--set student=$tmp/foreign"; rc=$?
+check "a student of another teacher is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'does not belong to teacher' '$tmp/err'"
+"$xtrain" align --confg x > /dev/null 2> "$tmp/err"; rc=$?
+check "an unknown flag suggests --config (rc=$rc)" "[ $rc -eq 2 ] && grep -q 'did you mean --config' '$tmp/err'"
+"$xtrain" align --print-keys > "$tmp/keys"; rc=$?
+check "--print-keys lists the settings (rc=$rc)" "[ $rc -eq 0 ] && grep -q '| \`lr\` | 1e-2 |' '$tmp/keys'"
+check "no run directory was created by any of these" "[ ! -d '$tmp/out' ]"
+mkdir -p "$tmp/empty"; : > "$tmp/empty/blank.txt"
+"$xtrain" prepare --tokenizer "$teacher" --out "$tmp/none" "$tmp/empty" > /dev/null 2> "$tmp/err"; rc=$?
+check "an empty corpus is refused (rc=$rc)" "[ $rc -ne 0 ] && grep -qi 'no tokens' '$tmp/err'"
+exit $fail
