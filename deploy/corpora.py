@@ -165,7 +165,7 @@ def read_text(path):
 # Extractors: each turns one file into a list of documents (strings)
 # ---------------------------------------------------------------------------------------------
 def ex_file(path, rel):
-    return [clean(read_text(path))]
+    return split_long(clean(read_text(path)))
 
 
 def ex_chunks(path, rel):
@@ -270,6 +270,10 @@ def ex_info(path, rel):
     return docs
 
 
+# Left-justified text: every .ad request (the pages' own too) becomes ".ad l".
+MAN_PRELUDE = b".ad l\n.rn ad xd@ad\n.de ad\n.xd@ad l\n..\n"
+
+
 def ex_man(path, rel):
     """A man page rendered to plain UTF-8 text by groff (no hyphenation, left-justified)."""
     with gzip.open(path, "rb") as f:
@@ -277,7 +281,7 @@ def ex_man(path, rel):
     if src.lstrip().startswith(b".so ") and src.count(b"\n") <= 2:
         return []  # an alias of another page
     r = subprocess.run(["groff", "-k", "-t", "-man", "-Tutf8", "-rHY=0", "-P-cbou"],
-                       input=b".ad l\n" + src, capture_output=True, env=dict(os.environ, LC_ALL="C.UTF-8"))
+                       input=MAN_PRELUDE + src, capture_output=True, env=dict(os.environ, LC_ALL="C.UTF-8"))
     if r.returncode != 0:
         return []
     return split_long(clean(r.stdout.decode("utf-8", "replace")))
@@ -334,8 +338,7 @@ def doc_line(text, source, extra=None):
 
 
 def build_domain(domain, pkgs, out_dir, budget):
-    writer = ShardWriter(os.path.join(out_dir, domain), domain)
-    stats, carry = [], 0.0
+    lines, stats, carry = [], [], 0.0
     for src in SOURCES[domain]:
         pkg = src["pkg"]
         if pkg not in pkgs:
@@ -365,7 +368,7 @@ def build_domain(domain, pkgs, out_dir, budget):
             line = doc_line(text, "%s:/%s" % (pkg, rel) + ("#%d" % parts[rel] if parts[rel] > 1 else ""))
             b = nbytes(line)
             if used + b <= quota:
-                writer.write(line)
+                lines.append(line)
                 used += b
                 ndocs += 1
                 used_files.add(rel)
@@ -381,6 +384,11 @@ def build_domain(domain, pkgs, out_dir, budget):
                           docs=ndocs, bytes=used))
         log("%-8s %-20s %-22s %4d of %4d files, %5d docs, %.2f MB"
             % (domain, src["name"], pkg, len(used_files), len(files), ndocs, used / MB))
+    # The sources are interleaved, so any prefix of the files is a sample of the whole domain.
+    random.Random("xdistill/%s" % domain).shuffle(lines)
+    writer = ShardWriter(os.path.join(out_dir, domain), domain)
+    for line in lines:
+        writer.write(line)
     writer.close()
     return stats, writer.files
 
@@ -463,6 +471,7 @@ def chat_prompts():
 
 TEMPERATURE, TOP_P = 0.7, 0.9
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)|\n")
+LIST_MARK = re.compile(r"(\n[ \t]*([0-9]+[.)]|[-*•]))+$")  # a list item with nothing after it
 
 
 def trim_unfinished(reply):
@@ -471,8 +480,8 @@ def trim_unfinished(reply):
     for m in SENTENCE_END.finditer(reply):
         last = m.end()
     if last and last >= 0.4 * len(reply):
-        return reply[:last].rstrip()
-    return reply.rstrip()
+        reply = reply[:last]
+    return LIST_MARK.sub("", reply.rstrip()).rstrip()
 
 
 def sha256_file(path):

@@ -46,8 +46,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 out=${out:-data/corpora}
-[[ $max_mb =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] && awk -v m="$max_mb" 'BEGIN { exit !(m > 0) }' \
-  || die "--max-mb must be a positive number of MB (got '$max_mb')"
+if ! [[ $max_mb =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] || ! awk -v m="$max_mb" 'BEGIN { exit !(m > 0) }'; then
+  die "--max-mb must be a positive number of MB (got '$max_mb')"
+fi
 [[ $chat_prompts =~ ^[0-9]+$ ]] || die "--chat-prompts must be a whole number (got '$chat_prompts')"
 [[ $max_new =~ ^[1-9][0-9]*$ ]] || die "--max-new must be a positive whole number (got '$max_new')"
 [[ $jobs =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive whole number (got '$jobs')"
@@ -115,18 +116,24 @@ fi
 mapfile -t packages < <(python3 "$here/corpora.py" packages)
 debs=$cache/debs
 mkdir -p "$debs" "$cache/root"
-candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }'; }
+# "package version" for each package apt can install (one apt-cache call: each costs a second)
+candidates() {
+  apt-cache policy "$@" 2>/dev/null \
+    | awk '/^[^ ].*:$/ { p = substr($0, 1, length($0) - 1) } /^  Candidate:/ && $2 != "(none)" { print p, $2 }'
+}
+declare -A version=()
+while read -r p v; do version[$p]=$v; done < <(candidates "${packages[@]}")
+if [ ${#version[@]} -lt ${#packages[@]} ]; then
+  apt_update
+  while read -r p v; do version[$p]=$v; done < <(candidates "${packages[@]}")
+fi
 pkgs_tsv=$(mktemp)
 stage=
 cleanup() { rm -f "$pkgs_tsv"; [ -z "$stage" ] || rm -rf "$stage"; }
 trap cleanup EXIT
 for p in "${packages[@]}"; do
-  v=$(candidate "$p")
-  if [ -z "$v" ] || [ "$v" = "(none)" ]; then
-    apt_update
-    v=$(candidate "$p")
-    { [ -n "$v" ] && [ "$v" != "(none)" ]; } || die "Debian package $p is not in the apt lists"
-  fi
+  v=${version[$p]:-}
+  [ -n "$v" ] || die "Debian package $p is not in the apt lists (apt-get update did not help)"
   fv=${v//:/%3a}
   deb=$(find "$debs" -maxdepth 1 -name "${p}_${fv}_*.deb" | sort | head -n 1)
   if [ -z "$deb" ]; then
