@@ -605,9 +605,12 @@ def write_sources(out_dir, stats, files, args):
                   "| source | Debian package (version) | licence | files used | documents | MB |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for s in ds:
-            pv = s["pkg"] if s["pkg"] == "(generated)" else "%s (%s)" % (s["pkg"], s["version"])
-            lines.append("| %s | %s | %s | %d of %d | %d | %.2f |"
-                         % (s["name"], pv, s["licence"], s["files"], s["files_total"], s["docs"], s["bytes"] / MB))
+            if s["pkg"] == "(generated)":
+                pv, used = "none: the teacher's output (model sha256 %s...)" % s["version"], "-"
+            else:
+                pv, used = "%s (%s)" % (s["pkg"], s["version"]), "%d of %d" % (s["files"], s["files_total"])
+            lines.append("| %s | %s | %s | %s | %d | %.2f |"
+                         % (s["name"], pv, s["licence"], used, s["docs"], s["bytes"] / MB))
         lines.append("")
         for s in ds:
             lines.append("- **%s**: %s; from `%s`." % (s["name"], s["what"], "`, `".join(s["paths"])))
