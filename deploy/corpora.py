@@ -5,6 +5,7 @@ Called by deploy/corpora.sh, which downloads and unpacks the packages; only the 
 is used. Subcommands:
 
   corpora.py packages                 the Debian packages the text domains come from, one a line
+  corpora.py pool-size                how many chat prompts there are to choose from
   corpora.py build --pkgs TSV --out DIR --max-mb N [--chat-prompts N --xtrain X --model M ...]
                                       writes DIR/{code,math,science,chat}/ and DIR/SOURCES.md
 
@@ -646,6 +647,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("packages")
+    sub.add_parser("pool-size")
     b = sub.add_parser("build")
     b.add_argument("--pkgs", required=True, help="TSV: package, version, unpacked root")
     b.add_argument("--out", required=True)
@@ -659,6 +661,8 @@ def main():
     args = ap.parse_args()
     if args.cmd == "packages":
         print("\n".join(sorted({s["pkg"] for srcs in SOURCES.values() for s in srcs})))
+    elif args.cmd == "pool-size":
+        print(len(chat_prompts()))
     else:
         cmd_build(args)
 

@@ -52,6 +52,9 @@ fi
 [[ $chat_prompts =~ ^[0-9]+$ ]] || die "--chat-prompts must be a whole number (got '$chat_prompts')"
 [[ $max_new =~ ^[1-9][0-9]*$ ]] || die "--max-new must be a positive whole number (got '$max_new')"
 [[ $jobs =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive whole number (got '$jobs')"
+command -v python3 > /dev/null || die "python3 is missing (apt-get install python3)"
+pool=$(python3 "$here/corpora.py" pool-size) || die "deploy/corpora.py does not run"
+[ "$chat_prompts" -le "$pool" ] || die "--chat-prompts $chat_prompts: there are $pool prompts to choose from"
 
 # --- tools: installed like deploy/install-deps.sh does, only when missing ----------------------
 tools=(python3 groff-base)   # groff renders the man pages; dpkg and apt are always there
