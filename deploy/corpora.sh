@@ -28,7 +28,7 @@ max_new=96
 jobs=$(nproc 2>/dev/null || echo 1)
 xtrain=
 model=
-cache=${XD_CORPORA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xdistill/corpora}
+cache=${XD_CORPORA_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/xdistill/corpora}
 force=0
 while [ $# -gt 0 ]; do
   case $1 in
@@ -52,9 +52,27 @@ fi
 [[ $chat_prompts =~ ^[0-9]+$ ]] || die "--chat-prompts must be a whole number (got '$chat_prompts')"
 [[ $max_new =~ ^[1-9][0-9]*$ ]] || die "--max-new must be a positive whole number (got '$max_new')"
 [[ $jobs =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive whole number (got '$jobs')"
-command -v python3 > /dev/null || die "python3 is missing (apt-get install python3)"
-pool=$(python3 "$here/corpora.py" pool-size) || die "deploy/corpora.py does not run"
-[ "$chat_prompts" -le "$pool" ] || die "--chat-prompts $chat_prompts: there are $pool prompts to choose from"
+
+# --- reuse a complete run with the same settings -------------------------------------------------
+# The settings a corpus is made with, as recorded in its marker.
+make_key() {
+  local m k
+  k="corpora v1; max-mb $max_mb; chat-prompts $chat_prompts; max-new $max_new"
+  k+="; scripts $(cat "$here/corpora.sh" "$here/corpora.py" | sha256sum | cut -c1-16)"
+  if [ "$chat_prompts" -gt 0 ]; then
+    m=${model:-${XD_MODELS:-$repo/models}/SmolLM2-135M-Instruct.Q4_1.gguf}
+    k+="; teacher $(basename "$m") $(stat -c %s "$m" 2>/dev/null || echo missing)"
+  fi
+  printf '%s' "$k"
+}
+key=$(make_key)
+if [ $force -eq 0 ] && [ -f "$out/.complete" ] && [ "$(cat "$out/.complete")" = "$key" ]; then
+  say "$out is complete with these settings; reusing it (--force rebuilds)"
+  exit 0
+fi
+if [ -e "$out" ] && [ ! -f "$out/.complete" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ]; then
+  die "$out exists, is not empty and is not a corpus made by this script; choose another OUT_DIR"
+fi
 
 # --- tools: installed like deploy/install-deps.sh does, only when missing ----------------------
 tools=(python3 groff-base)   # groff renders the man pages; dpkg and apt are always there
@@ -78,6 +96,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" > /dev/null \
     || die "cannot install ${missing[*]}"
 fi
+pool=$(python3 "$here/corpora.py" pool-size) || die "deploy/corpora.py does not run"
+[ "$chat_prompts" -le "$pool" ] || die "--chat-prompts $chat_prompts: there are $pool prompts to choose from"
 
 # --- the teacher, for the chat domain ------------------------------------------------------------
 if [ "$chat_prompts" -gt 0 ]; then
@@ -99,20 +119,6 @@ if [ "$chat_prompts" -gt 0 ]; then
     fi
   fi
   [ -x "$xtrain" ] || die "xtrain not found or not executable: $xtrain (deploy/build.sh builds it)"
-fi
-
-# --- reuse a complete run with the same settings -------------------------------------------------
-key="corpora v1; max-mb $max_mb; chat-prompts $chat_prompts; max-new $max_new"
-key+="; scripts $(cat "$here/corpora.sh" "$here/corpora.py" | sha256sum | cut -c1-16)"
-if [ "$chat_prompts" -gt 0 ]; then
-  key+="; teacher $(basename "$model") $(stat -c %s "$model")"
-fi
-if [ $force -eq 0 ] && [ -f "$out/.complete" ] && [ "$(cat "$out/.complete")" = "$key" ]; then
-  say "$out is complete with these settings; reusing it (--force rebuilds)"
-  exit 0
-fi
-if [ -e "$out" ] && [ ! -f "$out/.complete" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ]; then
-  die "$out exists, is not empty and is not a corpus made by this script; choose another OUT_DIR"
 fi
 
 # --- the source packages: downloaded into the cache, unpacked there ------------------------------
@@ -169,7 +175,7 @@ build=(python3 "$here/corpora.py" build --pkgs "$pkgs_tsv" --out "$stage" --max-
        --chat-prompts "$chat_prompts" --max-new "$max_new" --jobs "$jobs" --cache "$cache")
 [ "$chat_prompts" -eq 0 ] || build+=(--xtrain "$xtrain" --model "$model")
 "${build[@]}" || die "building the corpora failed (see above)"
-printf '%s' "$key" > "$stage/.complete"
+make_key > "$stage/.complete"   # the teacher may have been fetched meanwhile
 rm -rf "$out"
 mv "$stage" "$out"
 stage=
