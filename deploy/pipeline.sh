@@ -5,7 +5,7 @@
 # Every stage resumes from its checkpoints when run again; a finished stage (its DONE) is skipped.
 #   deploy/pipeline.sh [RUN_DIR (default runs/quickstart)]
 # Budgets come from the environment (defaults: a few minutes a stage on 2 cores):
-#   XD_CORPUS_MB=1 XD_CHAT_PROMPTS=16 XD_SEQ_LEN=64 XD_BATCH=2 XD_ALIGN_STEPS=40
+#   XD_CORPUS_MB=1 XD_CHAT_PROMPTS=24 XD_SEQ_LEN=64 XD_BATCH=2 XD_ALIGN_STEPS=40
 #   XD_DISTILL_STEPS=12 XD_FINAL_STEPS=6 XD_WINDOW=64 XD_CHUNK=16
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,12 +23,12 @@ run=$(cd "$run" && pwd)
 say() { printf '\n== %s\n' "$*"; }
 
 say "corpora (deploy/corpora.sh: four domains from Debian packages and the teacher's own replies)"
-bash deploy/corpora.sh "$corpus" --max-mb "${XD_CORPUS_MB:-1}" --chat-prompts "${XD_CHAT_PROMPTS:-16}"
+bash deploy/corpora.sh "$corpus" --max-mb "${XD_CORPUS_MB:-1}" --chat-prompts "${XD_CHAT_PROMPTS:-24}"
 
 say "prepare: token shards per domain"
 for d in "${domains[@]}"; do
   [ -f "$run/shards/$d/manifest.json" ] || "$xtrain" prepare --tokenizer "$teacher" --out "$run/shards/$d" \
-    --domain "$d" --val-fraction 0.05 "$corpus/$d"
+    --domain "$d" --val-fraction 0.1 "$corpus/$d"
 done
 
 say "init: the hybrid student"

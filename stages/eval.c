@@ -49,6 +49,14 @@ static int eval_domain(eval_models *em, const char *dir, int T, long max_tokens,
                        xd_err *e) {
     model_data_source src = {dir, 1.0};
     model_data_loader *l;
+    model_data_dir probe;
+    if (model_data_open(dir, &probe, e)) return -1;
+    uint64_t val_tokens = probe.tokens[MODEL_DATA_VAL];
+    model_data_close(&probe);
+    if (val_tokens == 0) { /* a domain whose split put every document in train: said, not hidden */
+        fprintf(stderr, "[eval] %s has no validation tokens: no perplexity task for it\n", dir);
+        return 1;
+    }
     if (model_data_loader_open(&src, 1, MODEL_DATA_VAL, T, 0, &l, e)) return -1;
     const model_data_dir *d = model_data_loader_dir(l, 0);
     const char *slash = strrchr(dir, '/');
@@ -224,7 +232,7 @@ int stage_eval(int argc, char **argv) {
     }
     model_transformer teacher = {0}, student = {0};
     eval_models em = {{&teacher, &student}, {0}, NULL, {NULL, NULL}, 0};
-    json_t *tasks = json_array();
+    json_t *tasks = json_array(), *skipped = NULL;
     int rc = 0;
     if ((rc = model_transformer_load(teacher_path, &teacher, &e))) goto done;
     if ((rc = model_transformer_load(student_path, &student, &e))) goto done;
@@ -238,8 +246,16 @@ int stage_eval(int argc, char **argv) {
         rc = -1;
         goto done;
     }
-    for (int i = 0; i < data.count && rc == 0; i++)
+    skipped = json_array();
+    for (int i = 0; i < data.count && rc == 0; i++) {
         rc = eval_domain(&em, data.items[i].path, (int)seq_len, max_tokens, tasks, &e);
+        if (rc == 1) {
+            json_array_append_new(skipped, json_string(data.items[i].path));
+            rc = 0;
+        }
+    }
+    if (rc == 0 && json_array_size(tasks) == 0 && mc.count == 0)
+        rc = xd_fail(&e, "nothing to evaluate: no data source has validation tokens and no tasks are given");
     for (int i = 0; i < mc.count && rc == 0; i++) rc = eval_choices(&em, mc.items[i].path, tasks, &e);
     if (rc) goto done;
 
@@ -269,8 +285,10 @@ int stage_eval(int argc, char **argv) {
     for (int a = 0; a < N_ALPHAS; a++)
         printf(" %g:%.2f", alphas[a], json_real_value(json_object_get(json_array_get(curve, a), "c")));
     printf(";  alpha* = %s;  lossless (C_0 >= 0.5): %s\n", star, lossless ? "yes" : "no");
-    json_t *report = json_pack("{s:s, s:s, s:o, s:o, s:o, s:b}", "teacher", teacher_path, "student", student_path,
-                               "tasks", tasks, "c_alpha", curve, "alpha_star", alpha_star, "lossless", lossless);
+    json_t *report = json_pack("{s:s, s:s, s:o, s:o, s:o, s:b, s:o}", "teacher", teacher_path, "student",
+                               student_path, "tasks", tasks, "c_alpha", curve, "alpha_star", alpha_star, "lossless",
+                               lossless, "skipped_sources", skipped);
+    skipped = NULL;
     tasks = NULL;
     char *text = json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(report);
@@ -280,6 +298,7 @@ int stage_eval(int argc, char **argv) {
 done:
     if (rc) fprintf(stderr, "xtrain eval: %s\n", e.msg);
     json_decref(tasks);
+    json_decref(skipped);
     free(em.hidden), free(em.logits[0]), free(em.logits[1]);
     model_kv_cache_free(&em.cache);
     model_transformer_free(&student);
