@@ -1,6 +1,7 @@
 /* xtrain init: a hybrid student from a teacher (DESIGN 1.2, stage 0). */
 #define _XOPEN_SOURCE 700
 #include "args.h"
+#include "config.h"
 #include "stages.h"
 #include "model/model.h"
 
@@ -22,7 +23,36 @@ static int copy_file(const char *from_dir, const char *to_dir, const char *name,
     return rc;
 }
 
+static int init_run(const char *teacher_path, const char *out, int window, int sinks, int chunk,
+                    double eps, bool force, bool reuse);
+
+/* xtrain init --config FILE.yaml: the same settings as keys (how the coordinator runs it). */
+static int init_from_config(int argc, char **argv) {
+    char *teacher = NULL, *out = NULL;
+    long window = 0, sinks = 0, chunk = 0;
+    double eps = 0;
+    bool force = false;
+    cfg_field fields[] = {
+        {"teacher", CFG_STRING, &teacher, NULL, "the teacher: HF directory or .gguf", 0, 0},
+        {"out", CFG_STRING, &out, NULL, "directory to write the student to", 0, 0},
+        {"window", CFG_INT, &window, "512", "sliding-window length W", 1, 1 << 24},
+        {"sinks", CFG_INT, &sinks, "4", "sink tokens S", 0, 1 << 16},
+        {"chunk", CFG_INT, &chunk, "64", "mLSTM chunk length L", 1, 1 << 16},
+        {"mlstm_eps", CFG_NUMBER, &eps, "1e-6", "mLSTM denominator epsilon", 0, 0.999},
+        {"force", CFG_BOOL, &force, "false", "overwrite a student already in out", 0, 0},
+    };
+    int n = (int)(sizeof fields / sizeof fields[0]);
+    int cli = cfg_stage_cli("init", argc, argv, fields, n, NULL, NULL, NULL);
+    /* a re-run of a finished init (a retried job) finds its student and succeeds */
+    int rc = cli == 1 ? 0 : cli == 2 ? 2 : init_run(teacher, out, (int)window, (int)sinks, (int)chunk, eps, force, true);
+    cfg_free(fields, n);
+    return rc;
+}
+
 int stage_init(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9) || !strcmp(argv[i], "--print-keys"))
+            return init_from_config(argc, argv);
     const char *teacher_path = NULL, *out = NULL;
     int window = 512, sinks = 4, chunk = 64;
     double eps = 1e-6;
@@ -53,8 +83,22 @@ int stage_init(int argc, char **argv) {
         fprintf(stderr, "xtrain init: %s\n", bad);
         return 2;
     }
-    char cfg_path[4096];
-    if (xd_path_join(cfg_path, sizeof cfg_path, out, "config.json", &e) == 0 && xd_file_exists(cfg_path) && !force) {
+    return init_run(teacher_path, out, window, sinks, chunk, eps, force, false);
+}
+
+/* reuse: a student already complete in out is the answer (a job run again after a crash). */
+static int init_run(const char *teacher_path, const char *out, int window, int sinks, int chunk,
+                    double eps, bool force, bool reuse) {
+    xd_err e = {{0}};
+    char cfg_path[4096], st_path[4096];
+    bool complete = xd_path_join(cfg_path, sizeof cfg_path, out, "config.json", &e) == 0 &&
+                    xd_path_join(st_path, sizeof st_path, out, "model.safetensors", &e) == 0 &&
+                    xd_file_exists(cfg_path) && xd_file_exists(st_path);
+    if (reuse && complete && !force) {
+        printf("student already in %s\n", out);
+        return 0;
+    }
+    if (xd_file_exists(cfg_path) && !force) {
         fprintf(stderr, "xtrain init: %s already holds a model (--force to overwrite)\n", out);
         return 1;
     }

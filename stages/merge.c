@@ -1,6 +1,9 @@
 /* xtrain merge: stage 3 (DESIGN 1.2). The merged student is the weighted average of expert
  * students, theta = sum_i lambda_i theta_i, lambda >= 0 normalised to sum 1. Experts must share
- * their init (the init_id xtrain init gave them) and every tensor's shape. */
+ * their init (the init_id xtrain init gave them) and every tensor's shape.
+ * mode: layers joins the outputs of align jobs that each trained a block of layers: expert i
+ * gives the new parameters of the layers in its range (layers: "A-B,C-D,..."), the rest comes
+ * from the first expert (align leaves the teacher's weights alone). */
 #include "config.h"
 #include "stages.h"
 #include "trainer.h"
@@ -10,13 +13,15 @@
 
 int stage_merge(int argc, char **argv) {
     xd_err e = {{0}};
-    char *out = NULL;
+    char *out = NULL, *mode = NULL, *layers = NULL;
     cfg_sources experts = {0};
     cfg_field fields[] = {
         {"experts", CFG_SOURCES, &experts, NULL, "expert students (model directories) with weights lambda", 0, 0},
         {"out", CFG_STRING, &out, NULL, "directory to write the merged student to", 0, 0},
+        {"mode", CFG_STRING, &mode, "average", "average, or layers (join align layer blocks)", 0, 0},
+        {"layers", CFG_STRING, &layers, "", "mode layers: each expert's layer range, \"A-B,C-D,...\"", 0, 0},
     };
-    int n_fields = 2;
+    int n_fields = 4;
     int cli = cfg_stage_cli("merge", argc, argv, fields, n_fields, NULL, NULL, NULL);
     if (cli) {
         cfg_free(fields, n_fields);
@@ -24,6 +29,32 @@ int stage_merge(int argc, char **argv) {
     }
     int rc = 0, n = experts.count;
     double total = 0;
+    bool by_layers = !strcmp(mode, "layers");
+    int first[64], last[64];
+    if (!by_layers && strcmp(mode, "average")) {
+        fprintf(stderr, "xtrain merge: mode \"%s\" must be average or layers\n", mode);
+        cfg_free(fields, n_fields);
+        return 2;
+    }
+    if (by_layers) { /* one range per expert */
+        int k = 0;
+        for (const char *p = layers; *p && k < 64; k++) {
+            char *end;
+            first[k] = (int)strtol(p, &end, 10);
+            last[k] = *end == '-' ? (int)strtol(end + 1, &end, 10) : first[k];
+            if (end == p || (*end && *end != ',') || last[k] < first[k] || first[k] < 0) {
+                fprintf(stderr, "xtrain merge: layers \"%s\": expected A-B,C-D,...\n", layers);
+                cfg_free(fields, n_fields);
+                return 2;
+            }
+            p = *end ? end + 1 : end;
+        }
+        if (k != n) {
+            fprintf(stderr, "xtrain merge: layers gives %d ranges for %d experts\n", k, n);
+            cfg_free(fields, n_fields);
+            return 2;
+        }
+    }
     for (int i = 0; i < n; i++) total += experts.items[i].weight;
     model_transformer merged = {0}, other = {0};
     double *acc = NULL;
@@ -38,6 +69,11 @@ int stage_merge(int argc, char **argv) {
         goto done;
     }
     uint64_t N = merged.layout.n_params;
+    for (int i = 0; by_layers && i < n; i++)
+        if (last[i] >= merged.cfg.n_layers) {
+            rc = xd_fail(&e, "layers: range %d-%d is past the model's %d layers", first[i], last[i], merged.cfg.n_layers);
+            goto done;
+        }
     if (!(acc = xd_calloc(N, sizeof(double), &e))) {
         rc = -1;
         goto done;
@@ -73,6 +109,18 @@ int stage_merge(int argc, char **argv) {
                 }
             }
             if (rc) break;
+        }
+        if (by_layers) {
+            for (int k = 0; k < m->layout.n_entries; k++) {
+                const model_tensor_entry *t = &m->layout.entries[k];
+                int layer = -1;
+                bool mine = t->student_new && sscanf(t->name, "model.layers.%d.", &layer) == 1 &&
+                            layer >= first[i] && layer <= last[i];
+                if (mine || i == 0) /* the first expert lays down everything, the others their layers */
+                    for (uint64_t j = 0; j < t->count; j++) acc[t->offset + j] = m->params[t->offset + j];
+            }
+            fprintf(stderr, "[merge] %s  layers %d-%d\n", experts.items[i].path, first[i], last[i]);
+            continue;
         }
         double lambda = experts.items[i].weight / total;
         for (uint64_t j = 0; j < N; j++) acc[j] += lambda * (double)m->params[j];

@@ -28,10 +28,12 @@ for d in code prose; do
 done
 
 "$xtrain" init --teacher "$teacher" --out "$tmp/student" --window 16 --sinks 2 --chunk 8 > /dev/null || fail=1
-cat > "$tmp/align.yaml" <<YAML
+# align in two layer blocks (two jobs), joined by merge's layers mode
+for b in 0-14 15-29; do
+  cat > "$tmp/align-$b.yaml" <<YAML
 teacher: $teacher
 student: $tmp/student
-out: $tmp/align
+out: $tmp/align-$b
 data: [{path: $tmp/code, weight: 1}, {path: $tmp/prose, weight: 1}]
 seq_len: 32
 batch: 2
@@ -39,12 +41,21 @@ steps: 6
 warmup: 1
 checkpoint_every: 6
 YAML
-"$xtrain" align --config "$tmp/align.yaml" || fail=1
-first=$(head -n 1 "$tmp/align/metrics.jsonl" | sed 's/.*"loss":\([-0-9.e+]*\),.*/\1/')
-last=$(tail -n 1 "$tmp/align/metrics.jsonl" | sed 's/.*"loss":\([-0-9.e+]*\),.*/\1/')
-check "align MSE falls by at least half ($first -> $last)" "awk -v a='$first' -v b='$last' 'BEGIN { exit !(b <= a / 2) }'"
-check "align metrics carry the MSE of every layer" "head -n 1 '$tmp/align/metrics.jsonl' | grep -q '\"mse_layer\":\[[^]]*,[^]]*\]'"
-check "align wrote its model and DONE" "[ -f '$tmp/align/model/model.safetensors' ] && [ -f '$tmp/align/DONE' ]"
+  "$xtrain" align --config "$tmp/align-$b.yaml" --layers $b || fail=1
+  first=$(head -n 1 "$tmp/align-$b/metrics.jsonl" | sed 's/.*"loss":\([-0-9.e+]*\),.*/\1/')
+  last=$(tail -n 1 "$tmp/align-$b/metrics.jsonl" | sed 's/.*"loss":\([-0-9.e+]*\),.*/\1/')
+  check "align layers $b: MSE falls by at least half ($first -> $last)" "awk -v a='$first' -v b='$last' 'BEGIN { exit !(b <= a / 2) }'"
+  check "align layers $b: metrics carry the MSE of each of its 15 layers" "head -n 1 '$tmp/align-$b/metrics.jsonl' | grep -q '\"mse_layer\":\[\([^],]*,\)\{14\}[^],]*\]'"
+  check "align layers $b wrote its model and DONE" "[ -f '$tmp/align-$b/model/model.safetensors' ] && [ -f '$tmp/align-$b/DONE' ]"
+done
+cat > "$tmp/join.yaml" <<YAML
+experts: [$tmp/align-0-14/model, $tmp/align-15-29/model]
+mode: layers
+layers: "0-14,15-29"
+out: $tmp/align/model
+YAML
+mkdir -p "$tmp/align"
+"$xtrain" merge --config "$tmp/join.yaml" || fail=1
 
 for d in code prose; do
   cat > "$tmp/distill-$d.yaml" <<YAML
