@@ -1,0 +1,41 @@
+/* kernels/cuda/cuda_ops.h — the CUDA backend's ops (sm_90a), checked against the CPU reference of
+ * kernels/ by the harness tests/cuda/bench_cuda_ops. bf16 activations, fp32 accumulation, fp32
+ * master weights and optimiser state. Pointers are device pointers; every function runs on the
+ * given stream. Plain C linkage so C11 code calls it. */
+#ifndef XD_CUDA_OPS_H
+#define XD_CUDA_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t kern_bf16; /* bfloat16 bits, as kernels/ and the checkpoint formats see them */
+typedef struct CUstream_st *kern_cuda_stream;
+
+/* y[n, d] = x * rsqrt(mean(x^2) + eps) * w: one warp per row, fp32 sums. */
+int kern_cuda_rmsnorm_bf16(kern_bf16 *y, const kern_bf16 *x, const float *w, int n, int d, float eps,
+                           kern_cuda_stream s);
+/* out = silu(gate) * up over count elements. */
+int kern_cuda_swiglu_bf16(kern_bf16 *out, const kern_bf16 *gate, const kern_bf16 *up, size_t count,
+                          kern_cuda_stream s);
+/* Fused softmax + cross-entropy per row of logits [n, V]: loss[row] = -log p(target) (target < 0:
+ * 0), dlogits = (softmax - onehot) * scale, in one pass over the row after its max and sum. */
+int kern_cuda_cross_entropy_bf16(float *loss, kern_bf16 *dlogits, const kern_bf16 *logits,
+                                 const int *targets, int n, int V, float scale, kern_cuda_stream s);
+/* One torch.optim.AdamW step over n fp32 parameters (bias-corrected, decoupled decay). */
+int kern_cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
+                    float beta2, float eps, float weight_decay, long step, kern_cuda_stream s);
+/* C[m, n] = A[m, k] B[n, k]^T (the HF linear layout) in bf16 with fp32 accumulation, cuBLAS. */
+int kern_cuda_linear_bf16(kern_bf16 *c, const kern_bf16 *a, const kern_bf16 *b, int m, int n, int k,
+                          kern_cuda_stream s);
+/* The last CUDA/cuBLAS error as text ("file:line: call: message"), for the caller's xd_err. */
+const char *kern_cuda_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
