@@ -29,7 +29,8 @@ typedef struct cfg_field {
 } cfg_field;
 
 /* Fills every field from defaults, then the YAML file (may be NULL), then the overrides
- * ("key=value" strings). Strings are malloc'd (cfg_free releases them). */
+ * ("key=value" strings). The fields must hold nothing (zeroed, or after cfg_free); strings and
+ * lists are malloc'd and cfg_free releases them, also after a failed load. */
 int cfg_load(cfg_field *fields, int n_fields, const char *yaml_path, char **overrides,
              int n_overrides, xd_err *e);
 void cfg_free(cfg_field *fields, int n_fields);

@@ -68,6 +68,7 @@ int main(void) {
         rc = load_text(bad[i].yaml, o, bad[i].override ? 1 : 0, &e);
         CHECK_ERR_CONTAINS(rc, e, bad[i].fragment);
     }
+    cfg_free(fields, N_FIELDS); /* cfg_load fills fields that hold nothing */
     rc = cfg_load(fields, N_FIELDS, "/nonexistent/stage.yaml", NULL, 0, &e);
     CHECK_ERR_CONTAINS(rc, e, "/nonexistent/stage.yaml: cannot open");
     cfg_free(fields, N_FIELDS);
