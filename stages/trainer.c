@@ -1,5 +1,6 @@
 #define _XOPEN_SOURCE 700
 #include "trainer.h"
+#include "stages.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -359,4 +360,134 @@ char *trainer_state_json(const char *stage, long step, double tokens,
     char *text = json_dumps(st, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(st);
     return text;
+}
+
+/* ---- the session ---- */
+
+int trainer_settings_fields(trainer_settings *s, cfg_field *f, const char *student_help, const char *lr,
+                            const char *lr_min, const char *schedule, const char *weight_decay) {
+    cfg_field fields[] = {
+        {"teacher", CFG_STRING, &s->teacher, NULL, "the teacher: HF directory or .gguf", 0, 0},
+        {"student", CFG_STRING, &s->student, NULL, student_help, 0, 0},
+        {"out", CFG_STRING, &s->out, NULL, "run directory (checkpoints, metrics, model/)", 0, 0},
+        {"data", CFG_SOURCES, &s->data, NULL, "token shard directories with mixture weights", 0, 0},
+        {"seq_len", CFG_INT, &s->seq_len, "256", "tokens per sequence", 2, 1 << 20},
+        {"batch", CFG_INT, &s->batch, "4", "sequences per step", 1, 1 << 20},
+        {"steps", CFG_INT, &s->steps, "100", "optimizer steps", 1, 1e12},
+        {"lr", CFG_NUMBER, &s->lr, lr, "peak learning rate", 0, 10},
+        {"lr_min", CFG_NUMBER, &s->lr_min, lr_min, "final learning rate of the cosine", 0, 10},
+        {"warmup", CFG_INT, &s->warmup, "10", "warm-up steps", 0, 1e12},
+        {"schedule", CFG_STRING, &s->schedule, schedule, "cosine or constant after warm-up", 0, 0},
+        {"weight_decay", CFG_NUMBER, &s->weight_decay, weight_decay, "AdamW decoupled weight decay", 0, 10},
+        {"grad_clip", CFG_NUMBER, &s->grad_clip, "1.0", "global gradient-norm clip (0: off)", 0, 1e9},
+        {"beta1", CFG_NUMBER, &s->beta1, "0.9", "AdamW beta1", 0, 1},
+        {"beta2", CFG_NUMBER, &s->beta2, "0.999", "AdamW beta2", 0, 1},
+        {"eps", CFG_NUMBER, &s->eps, "1e-8", "AdamW epsilon", 0, 1},
+        {"seed", CFG_INT, &s->seed, "0", "data order seed", 0, 9e18},
+        {"checkpoint_every", CFG_INT, &s->checkpoint_every, "50", "steps between checkpoints", 1, 1e12},
+        {"keep_checkpoints", CFG_INT, &s->keep_checkpoints, "2", "complete checkpoints kept", 1, 1000},
+    };
+    memcpy(f, fields, sizeof fields);
+    return (int)(sizeof fields / sizeof fields[0]);
+}
+
+int trainer_session_open(trainer_session *t, const char *stage, trainer_settings *s,
+                         const cfg_field *fields, int n_fields, bool same_weights,
+                         int (*prepare)(trainer_session *, void *, xd_err *),
+                         bool (*select)(const model_tensor_entry *, void *), void *ctx, xd_err *e) {
+    memset(t, 0, sizeof *t);
+    snprintf(t->stage, sizeof t->stage, "%s", stage);
+    t->s = s;
+    t->settings_json = cfg_to_json(fields, n_fields);
+    if (strcmp(s->schedule, "cosine") && strcmp(s->schedule, "constant"))
+        return xd_fail(e, "schedule \"%s\" must be cosine or constant", s->schedule);
+    if (s->data.count > MODEL_DATA_MAX_SOURCES) return xd_fail(e, "at most %d data sources", MODEL_DATA_MAX_SOURCES);
+    model_data_source src[MODEL_DATA_MAX_SOURCES];
+    for (int i = 0; i < s->data.count; i++) src[i] = (model_data_source){s->data.items[i].path, s->data.items[i].weight};
+    int T = (int)s->seq_len;
+    if (model_data_loader_open(src, s->data.count, MODEL_DATA_TRAIN, T, (uint64_t)s->seed, &t->loader, e)) return -1;
+    if (model_transformer_load(s->teacher, &t->teacher, e)) return -1;
+    if (model_data_loader_vocab(t->loader) != t->teacher.cfg.vocab)
+        return xd_fail(e, "the data's vocabulary (%d) is not the teacher's (%d): prepare it with the teacher's tokenizer",
+                       model_data_loader_vocab(t->loader), t->teacher.cfg.vocab);
+    char ckpt[1400];
+    long ckpt_step;
+    int found = trainer_checkpoint_latest(s->out, ckpt, sizeof ckpt, &ckpt_step, e);
+    if (found < 0) return -1;
+    /* resume from the newest complete checkpoint, else start from the student */
+    if (model_transformer_load(found == 0 ? ckpt : s->student, &t->student, e)) return -1;
+    if (stage_check_lineage(&t->teacher, &t->student, same_weights, e)) return -1;
+    if (prepare && prepare(t, ctx, e)) return -1;
+    if (trainer_ranges_select(&t->student.layout, select, ctx, &t->ranges, e)) return -1;
+    if (trainer_optim_init(&t->opt, t->ranges.total, e)) return -1;
+    if (found == 0) {
+        if (trainer_restore(ckpt, &t->opt, t->loader, &t->start_step, &t->tokens, e)) return -1;
+        fprintf(stderr, "[%s] resuming from %s (step %ld)\n", stage, ckpt, t->start_step);
+    }
+    t->grads = xd_calloc(t->student.layout.n_params, sizeof(float), e);
+    t->inputs = t->grads ? xd_malloc(sizeof(int) * 2 * (size_t)T, e) : NULL;
+    if (!t->inputs) return -1;
+    t->targets = t->inputs + T;
+    t->sched = (kern_lr_schedule){s->lr, s->lr_min, s->warmup, s->steps, !strcmp(s->schedule, "cosine")};
+    return trainer_open(&t->run, s->out, stage, t->start_step, e);
+}
+
+int trainer_session_next(trainer_session *t, xd_err *e) {
+    int rc = model_data_next(t->loader, t->inputs, t->targets, NULL, e);
+    return rc > 0 ? xd_fail(e, "the data ran out") : rc;
+}
+
+int trainer_session_step_end(trainer_session *t, long step, double started, double loss, json_t *extra,
+                             const char *progress, xd_err *e) {
+    const trainer_settings *s = t->s;
+    double norm = trainer_clip(t->grads, &t->ranges, s->grad_clip);
+    double lr = kern_lr_at(&t->sched, step);
+    /* a non-finite gradient skips the update (and says so in the metrics) */
+    if (isfinite(norm))
+        trainer_adamw(t->student.params, t->grads, &t->ranges, &t->opt, lr, s->beta1, s->beta2, s->eps, s->weight_decay);
+    double per_step = (double)s->batch * (double)s->seq_len, secs = xd_now() - started;
+    t->tokens += per_step;
+    json_t *m = json_pack("{s:I, s:f, s:f}", "step", (json_int_t)(step + 1), "tokens", t->tokens, "loss", loss);
+    if (extra) json_object_update(m, extra);
+    json_decref(extra);
+    json_object_set_new(m, "lr", json_real(lr));
+    json_object_set_new(m, "grad_norm", json_real(norm));
+    json_object_set_new(m, "tokens_per_s", json_real(per_step / secs));
+    json_object_set_new(m, "skipped", json_boolean(!isfinite(norm)));
+    char *line = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(m);
+    int rc = line ? trainer_metrics(&t->run, line, e) : xd_fail(e, "out of memory");
+    free(line);
+    trainer_progress(&t->run, step + 1, s->steps, "%s  lr %.2e  %.0f tok/s", progress, lr, per_step / secs);
+    if (rc == 0 && ((step + 1) % s->checkpoint_every == 0 || step + 1 == s->steps)) {
+        char *text = trainer_state_json(t->stage, step + 1, t->tokens, t->loader, t->settings_json);
+        rc = text ? trainer_checkpoint_save(s->out, step + 1, &t->student, NULL, &t->opt, text,
+                                            (int)s->keep_checkpoints, e)
+                  : xd_fail(e, "out of memory");
+        free(text);
+    }
+    return rc;
+}
+
+int trainer_session_finish(trainer_session *t, xd_err *e) {
+    trainer_progress_end(&t->run);
+    char summary[256];
+    snprintf(summary, sizeof summary, "{\"stage\": \"%s\", \"steps\": %ld, \"tokens\": %.0f}\n", t->stage,
+             t->s->steps, t->tokens);
+    if (trainer_finish(t->s->out, &t->student, NULL, summary, e)) return -1;
+    fprintf(stderr, "[%s] done: %s/model\n", t->stage, t->s->out);
+    return 0;
+}
+
+void trainer_session_close(trainer_session *t) {
+    free(t->grads);
+    free(t->inputs);
+    free(t->settings_json);
+    trainer_optim_free(&t->opt);
+    trainer_ranges_free(&t->ranges);
+    trainer_close(&t->run);
+    model_data_loader_free(t->loader);
+    model_transformer_free(&t->student);
+    model_transformer_free(&t->teacher);
+    memset(t, 0, sizeof *t);
 }

@@ -8,8 +8,11 @@
 #define XD_STAGES_TRAINER_H
 
 #include "common/xd.h"
+#include "config.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 
+#include <jansson.h>
 #include <stdio.h>
 
 typedef struct trainer_run {
@@ -82,4 +85,54 @@ void trainer_adamw(float *params, const float *grads, const trainer_ranges *r, t
                    double lr, double beta1, double beta2, double eps, double weight_decay);
 int trainer_optim_init(trainer_optim *o, uint64_t n, xd_err *e);
 void trainer_optim_free(trainer_optim *o);
+
+/* ---- a training stage's session: what align and distill share around their step ---- */
+
+/* The settings every training stage has (docs/stages.md). */
+typedef struct trainer_settings {
+    char *teacher, *student, *out, *schedule;
+    cfg_sources data;
+    long seq_len, batch, steps, warmup, seed, checkpoint_every, keep_checkpoints;
+    double lr, lr_min, weight_decay, grad_clip, beta1, beta2, eps;
+} trainer_settings;
+
+/* The shared fields, with this stage's defaults, written to f; returns how many. */
+int trainer_settings_fields(trainer_settings *s, cfg_field *f, const char *student_help, const char *lr,
+                            const char *lr_min, const char *schedule, const char *weight_decay);
+
+struct model_data_loader;
+typedef struct trainer_session {
+    char stage[32];
+    trainer_settings *s;
+    model_transformer teacher, student;
+    struct model_data_loader *loader;
+    trainer_ranges ranges;
+    trainer_optim opt;
+    trainer_run run;
+    kern_lr_schedule sched;
+    float *grads;         /* one per parameter, laid out as the student's */
+    int *inputs, *targets; /* one sequence: seq_len each */
+    long start_step;
+    double tokens;
+    char *settings_json;
+} trainer_session;
+
+/* Everything before the first step, checked before any work: the data, the teacher, the student
+ * (or the newest complete checkpoint of out, to resume from), their lineage (same_weights: the
+ * copied teacher weights must be unchanged), the trainable tensors (prepare, may be NULL, runs
+ * once the student is loaded; then select picks tensors), the optimiser and the run directory. */
+int trainer_session_open(trainer_session *t, const char *stage, trainer_settings *s,
+                         const cfg_field *fields, int n_fields, bool same_weights,
+                         int (*prepare)(trainer_session *, void *, xd_err *),
+                         bool (*select)(const model_tensor_entry *, void *), void *ctx, xd_err *e);
+/* The next sequence into t->inputs / t->targets. */
+int trainer_session_next(trainer_session *t, xd_err *e);
+/* After a step's gradients are in t->grads: clip, AdamW at the step's learning rate, the metrics
+ * line (step, tokens, loss, then the stage's own fields from extra (taken over), lr, grad_norm,
+ * tokens_per_s, skipped), the progress line, and a checkpoint when due. */
+int trainer_session_step_end(trainer_session *t, long step, double started, double loss, json_t *extra,
+                             const char *progress, xd_err *e);
+/* The final model and DONE. */
+int trainer_session_finish(trainer_session *t, xd_err *e);
+void trainer_session_close(trainer_session *t);
 #endif
