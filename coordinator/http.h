@@ -41,10 +41,12 @@ int coord_http_start(uv_loop_t *loop, const char *host_port, const char *token_d
                      coord_http **out, xd_err *e);
 /* http://HOST:PORT/?token=TOKEN — what to open in a browser (valid until coord_http_stop). */
 const char *coord_http_url(const coord_http *h);
-/* Something changed: clients of /api/stream get an event (bursts are coalesced). */
+/* Something changed (a state, an event, a metrics line): clients of /api/stream get an event;
+ * bursts within 100 ms are coalesced. Cheap: call it on every change. NULL is fine. */
 void coord_http_notify(coord_http *h);
-/* Closes the listener and every connection. The memory goes with the last close callback, so run
- * the loop afterwards (as for the loop's other handles). NULL is fine. */
+/* Closes the listener and every connection; h must not be used afterwards. The memory goes with
+ * the last close callback, so run the loop afterwards (as for the loop's other handles). NULL is
+ * fine. */
 void coord_http_stop(coord_http *h);
 
 #endif

@@ -188,6 +188,12 @@ void coord_http_route(coord_http_conn *c) {
         return;
     }
     const char *host = coord_http_header_get(c, "Host"), *origin = coord_http_header_get(c, "Origin");
+    int hosts = 0;
+    for (int i = 0; i < c->n_headers; i++) hosts += !strcasecmp(c->head + c->headers[i].name, "Host");
+    if (hosts > 1) {
+        coord_http_send_error(c, 400, "more than one Host header");
+        return;
+    }
     if (!coord_http_host_ok(h, host)) {
         coord_http_send_error(c, 403, "this Host is not the dashboard's (a DNS-rebinding guard): use the address it printed");
         return;

@@ -186,6 +186,8 @@ r=$(raw "b'HEAD /api/runs HTTP/1.1\\r\\nHost: 127.0.0.1:$port\\r\\nAuthorization
 check "HEAD sends no body" "echo \"\$r\" | head -1 | grep -q '^HTTP/1.1 200' && [ -z \"\$(printf '%s' \"\$r\" | sed '1,/^\\r\$/d')\" ]"
 r=$(raw "b'GET /api/runs HTTP/1.0\\r\\nAuthorization: Bearer $token\\r\\n\\r\\n'")
 check "no Host header: 403" "echo \"\$r\" | head -1 | grep -q '^HTTP/1.1 403'"
+r=$(raw "b'GET /api/runs HTTP/1.1\\r\\nHost: 127.0.0.1:$port\\r\\nHost: evil.example\\r\\nAuthorization: Bearer $token\\r\\n\\r\\n'")
+check "two Host headers: 400" "echo \"\$r\" | head -1 | grep -q '^HTTP/1.1 400'"
 r=$(raw "b'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /api/runs HTTP/1.1\\r\\nHost: 127.0.0.1:$port\\r\\nAuthorization: Bearer $token\\r\\nConnection: close\\r\\n\\r\\n'")
 check "two pipelined requests: two responses, in order, then closed on Connection: close" \
   "[ \$(echo \"\$r\" | grep -c '^HTTP/1.1 ') = 2 ] && echo \"\$r\" | grep -m1 '^HTTP/1.1' | grep -q 200 && echo \"\$r\" | grep -q 'run-3-7f2a' && echo \"\$r\" | grep -q 'Connection: close'"
@@ -289,6 +291,23 @@ print("open %d closed %d (503: %d) while full: %s after: %s" % (300 - closed, cl
 PY
 check "300 connections: 256 kept, 44 told 503 and closed; a request while full is refused, after: 200 ($(cat "$tmp/cap.out"))" \
   "grep -q 'open 256 closed 44 (503: 44) while full: 503 after: 200' $tmp/cap.out"
+
+# ---- bound to every address: the machine's names and IP literals are this server, others not ----
+mkdir -p "$tmp/wild"
+"$host_bin" "$tmp/data" 0.0.0.0:0 "$tmp/wild" "$tmp/url2" 2> "$tmp/host2.log" &
+pid2=$!
+for _ in $(seq 100); do [ -s "$tmp/url2" ] && break; sleep 0.1; done
+url2=$(cat "$tmp/url2")
+p2=${url2##*:}
+p2=${p2%%/*}
+t2=${url2##*token=}
+wild() { curl -s -o /dev/null -w '%{http_code}' -H "Host: $1" -H "Authorization: Bearer $t2" "http://127.0.0.1:$p2/api/workers"; }
+check "0.0.0.0: the URL names the machine ($url2)" "echo '$url2' | grep -q '^http://$(hostname):'"
+check "0.0.0.0: Host \$(hostname):PORT, an IP literal, localhost: 200; evil.example, a wrong port: 403" \
+  "[ \$(wild $(hostname):$p2) = 200 ] && [ \$(wild 192.0.2.7:$p2) = 200 ] && [ \$(wild '[2001:db8::1]:'$p2) = 200 ] && [ \$(wild localhost:$p2) = 200 ] && [ \$(wild evil.example:$p2) = 403 ] && [ \$(wild 192.0.2.7:1) = 403 ]"
+kill $pid2
+wait $pid2
+check "a second server has a token of its own" "[ '$t2' != '$token' ]"
 
 # ---- a clean stop ----
 kill "$pid"
