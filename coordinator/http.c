@@ -3,7 +3,7 @@
  * time per connection (pipelined ones wait their turn), keep-alive, timeouts for slow and idle
  * clients, and the event streams of /api/stream. What each route answers is in http_routes.c.
  *
- * A connection only ever costs its own memory (one struct of ~50 KiB and the response being
+ * A connection only ever costs its own memory (one struct of ~33 KiB and the response being
  * written) and a bounded amount of work per read; nothing in here blocks the loop. */
 #include "http_internal.h"
 

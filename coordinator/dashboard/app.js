@@ -49,10 +49,12 @@
   const label = (s) => String(s || '').replace(/_/g, ' ');
   const badge = (state) => el('span', { class: 'badge state-' + state, text: label(state) });
   const enc = encodeURIComponent;
-  function secs(t) { // times are Unix seconds (ms accepted)
+  function secs(t) { // times are Unix seconds (ms and ISO 8601 text accepted)
     if (t === null || t === undefined || t === '') return null;
     const n = Number(t);
-    return Number.isFinite(n) ? (n > 1e12 ? n / 1000 : n) : null;
+    if (Number.isFinite(n)) return n > 1e12 ? n / 1000 : n;
+    const d = Date.parse(t);
+    return Number.isFinite(d) ? d / 1000 : null;
   }
   const pad2 = (n) => String(n).padStart(2, '0');
   function fmtTime(t, withDate) {
@@ -406,7 +408,11 @@
     for (const m of raw) { // lines may come as objects or as their JSON text
       let o = m;
       if (typeof m === 'string') { try { o = JSON.parse(m); } catch (e) { continue; } }
-      if (o && typeof o === 'object' && o.line && typeof o.line === 'object') o = Object.assign({}, o.line, { step: o.step ?? o.line.step });
+      if (o && typeof o === 'object' && typeof o.line === 'string') { // {step, total, time, line: TEXT}
+        try { o = Object.assign({ step: o.step }, JSON.parse(o.line)); } catch (e) { continue; }
+      } else if (o && typeof o === 'object' && o.line && typeof o.line === 'object') {
+        o = Object.assign({}, o.line, { step: o.step ?? o.line.step });
+      }
       if (o && typeof o === 'object' && o.step !== undefined) out.push(o);
     }
     return out;
@@ -687,7 +693,13 @@
     es.addEventListener('change', () => soon());
     es.addEventListener('error', () => { S.live = false; setConn('polling', 'polling every 5 s'); });
   }
-  setInterval(() => { if (!S.live) refresh(); }, POLL_MS);
+  // without the stream: everything every 5 s; with it: changes come as events, the workers'
+  // heartbeat ages every 5 s, and everything every 30 s in case a change was not announced
+  setInterval(() => {
+    if (!S.live) refresh();
+    else getJSON('/api/workers').then((w) => { if (Array.isArray(w)) { S.workers = w; renderWorkers(); } }).catch(() => {});
+  }, POLL_MS);
+  setInterval(() => { if (S.live) refresh(); }, 30000);
   let resizeTimer = null;
   window.addEventListener('resize', () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(renderDag, 150); });
   window.addEventListener('hashchange', () => {
