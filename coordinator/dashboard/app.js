@@ -122,6 +122,7 @@
       renderRuns();
       renderWorkers();
       if (S.runId) await loadRun();
+      else { S.run = null; renderRunHead(); renderDag(); renderEvents(); renderEval(null); renderJob(); }
       showBanner('');
       $('updated').textContent = 'updated ' + fmtTime(Date.now() / 1000);
       document.body.dataset.ready = 'true';

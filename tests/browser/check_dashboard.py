@@ -12,6 +12,7 @@ page must log no error (exceptions, CSP, failed requests). Screenshots and the D
 dashboard.png (a run with an eval report when there is one), dashboard-RUN.png per run,
 dashboard.html.
 
+--empty checks a server with no runs and no workers instead.
 --fixture adds what the fixture in tests/data/dashboard guarantees: all nine job states appear,
 the align job draws one line per layer and the distill jobs CE and KL.
 --live-cmd runs CMD (which changes the data and tells the server), then waits for TEXT to appear
@@ -69,6 +70,7 @@ def main():
     ap.add_argument("--fixture", action="store_true")
     ap.add_argument("--live-cmd")
     ap.add_argument("--live-expect")
+    ap.add_argument("--empty", action="store_true", help="a coordinator without runs or workers")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     b = Browser()
@@ -81,6 +83,15 @@ def main():
         check(b.eval("document.cookie") == "", "the token cookie is HttpOnly (not visible to scripts)")
         check(bool(b.wait_for("document.getElementById('conn').textContent === 'live'", 10)), "the live stream is open")
         runs = api(b, "/api/runs") or []
+        if a.empty:
+            check(runs == [] and "No runs yet" in b.eval("document.getElementById('runs').textContent"),
+                  "no runs: the page says so")
+            check("No workers" in b.eval("document.getElementById('workers').textContent"), "no workers: the page says so")
+            b.screenshot(os.path.join(a.out, "dashboard-empty.png"))
+            errs = b.errors()
+            check(not errs, "the page logged no errors" + ("".join("\n    " + e for e in errs) if errs else ""))
+            print("%d check(s) failed" % len(failures) if failures else "all checks passed")
+            return 1 if failures else 0
         check(len(runs) > 0, "the API lists runs (%d)" % len(runs))
         items = b.eval("[...document.querySelectorAll('#runs .run-item')].map(li => li.dataset.run)")
         check(items == [r["id"] for r in runs], "the runs list shows every run in order")
@@ -149,6 +160,18 @@ def main():
             c = chart(b, "chart-loss")
             check(c and {"loss", "CE", "KL (right)"} <= set(c["series"]), "distill-code: loss, CE and KL: %s" % (c and c["series"]))
             check(b.eval("document.querySelectorAll('#attempts tbody tr').length") == 2, "distill-code: both attempts listed (lost, then succeeded)")
+            # by hand: a click on a run, then on a job of the graph
+            b.eval("document.querySelector('.run-item[data-run=\"run-2-e4d9\"]').click(); true")
+            ok = b.wait_for("[...document.querySelectorAll('#dag .dag-node')].length === 7 && "
+                            "document.querySelector('#dag .dag-node').dataset.job.startsWith('run-2-e4d9/')", 10)
+            check(bool(ok) and "run=run-2-e4d9" in b.eval("location.hash"), "a click on a run shows its pipeline")
+            show(b, "run-3-7f2a")
+            b.wait_for("!!document.querySelector('#dag .dag-node[data-job=\"run-3-7f2a/align-1\"]')", 10)
+            b.eval("document.querySelector('#dag .dag-node[data-job=\"run-3-7f2a/align-1\"]')"
+                   ".dispatchEvent(new MouseEvent('click', {bubbles: true})); true")
+            ok = b.wait_for("(document.getElementById('chart-loss').dataset.series || '').includes('layer 29')", 10)
+            check(bool(ok) and b.eval("document.querySelector('#dag .dag-node.selected').dataset.job") == "run-3-7f2a/align-1",
+                  "a click on a job selects it and draws its curves (align-1: layers 15-29)")
             show(b, "run-3-7f2a")
 
         if with_report:

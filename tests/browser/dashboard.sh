@@ -41,5 +41,14 @@ wait "$pid"
 hrc=$?
 pid=
 if [ $hrc -ne 0 ]; then echo "FAIL: the test host exited with $hrc"; cat "$tmp/host.log"; rc=1; fi
+
+# a coordinator that has nothing yet
+mkdir -p "$tmp/empty" "$tmp/etok"
+for f in runs workers events; do echo '[]' > "$tmp/empty/$f.json"; done
+: > "$tmp/empty/metrics.prom"
+"$host" "$tmp/empty" 127.0.0.1:0 "$tmp/etok" "$tmp/url-empty" 2> "$tmp/host-empty.log" &
+pid=$!
+for _ in $(seq 100); do [ -s "$tmp/url-empty" ] && break; sleep 0.1; done
+python3 "$here/check_dashboard.py" "$(cat "$tmp/url-empty")" "$art" --empty || rc=1
 [ -f "$art/dashboard.png" ] && echo "screenshot: $art/dashboard.png"
 exit $rc
