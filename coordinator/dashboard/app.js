@@ -618,7 +618,7 @@
       type: 'line',
       data: {
         datasets: [
-          { label: 'C_α from the tasks', data: dense, borderColor: '#1f6feb', backgroundColor: 'rgba(31,111,235,.10)', fill: true, stepped: 'before', borderWidth: 2, pointRadius: 0 },
+          { label: 'C_α from the tasks', data: dense, borderColor: '#1f6feb', backgroundColor: 'rgba(31,111,235,.10)', fill: true, stepped: 'after', borderWidth: 2, pointRadius: 0 },
           { label: 'report', data: marks, pointStyle: 'circle', showLine: false, pointRadius: 3.5, pointBackgroundColor: '#1f6feb', borderColor: '#fff' },
           { label: 'α*', data: star, showLine: false, pointRadius: 7, pointStyle: 'rectRot', pointBackgroundColor: '#d1242f', borderColor: '#fff' },
           { label: 'C = 0.5', pointStyle: 'line', data: [{ x: 0, y: 0.5 }, { x: 0.2, y: 0.5 }], borderColor: '#d1242f', borderDash: [5, 4], borderWidth: 1, pointRadius: 0 },
