@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages xdistill builds and tests with. Idempotent: packages already
 # present are left alone, and apt is not touched when nothing is missing.
+# usage: install-deps.sh [--test]   (--test: also what only the tests need, e.g. a browser)
 set -euo pipefail
 
 packages=(
@@ -11,8 +12,16 @@ packages=(
   libutf8proc-dev                # Unicode categories and NFC for the tokenizers' pre-tokenisers
   libyaml-dev                    # stage configuration files
   libmsgpack-dev                 # the wire messages between coordinator, workers and clients
+  libuv1-dev                     # the coordinator's event loop (and the dashboard's server on it)
+  libhttp-parser-dev             # the dashboard's HTTP/1.1 request parser
+  libjs-chart.js                 # Chart.js, embedded into the dashboard at build time
   unzip ca-certificates
 )
+test_packages=(
+  chromium                       # tests/browser: the dashboard in headless Chromium
+  curl                           # tests/cli/http_api.sh
+)
+if [ "${1:-}" = --test ]; then packages+=("${test_packages[@]}"); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
-bash deploy/install-deps.sh
+bash deploy/install-deps.sh --test
 bash deploy/fetch-teacher.sh models
 
 echo "== build (-Werror) and tests"
