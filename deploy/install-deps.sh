@@ -10,6 +10,7 @@ packages=(
   libjansson-dev                 # JSON: config.json, tokenizer.json, metrics, reports
   libutf8proc-dev                # Unicode categories and NFC for the tokenizers' pre-tokenisers
   libyaml-dev                    # stage configuration files
+  libmsgpack-dev                 # the wire messages between coordinator, workers and clients
   unzip ca-certificates
 )
 
