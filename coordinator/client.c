@@ -76,7 +76,7 @@ static void on_submit(coord *c, const coord_peer *p, json_t *f) {
                             "INSERT INTO jobs(id, run, name, seq, stage, config, workdir, output, gpus, state, retries, "
                             "worker_retries, ready_at, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
                             "?12, ?13, ?14, ?14)",
-                            "sssisssisiiiii", id, run, j->name, (int64_t)i, j->stage, j->config, j->workdir, j->output,
+                            "sssissssisiiii", id, run, j->name, (int64_t)i, j->stage, j->config, j->workdir, j->output,
                             (int64_t)j->gpus, j->n_deps ? "pending" : "ready", (int64_t)dag.retries,
                             (int64_t)dag.worker_retries, j->n_deps ? (int64_t)0 : now, now);
         for (int d = 0; d < j->n_deps && rc == 0; d++) {
@@ -88,17 +88,18 @@ static void on_submit(coord *c, const coord_peer *p, json_t *f) {
     }
     if (rc == 0)
         coord_event(c, run, NULL, NULL, "submitted", "run \"%s\" submitted: %d jobs", run_name, dag.n_jobs);
+    json_t *body = json_pack("{s:s, s:s, s:o}", "run", run, "name", run_name, "jobs", jobs);
     int n_jobs = dag.n_jobs;
     coord_dag_free(&dag);
     coord_spec_free(spec);
     if (rc || coord_tx_commit(c)) {
         coord_tx_rollback(c);
-        json_decref(jobs);
+        json_decref(body);
         coord_reply_error(c, p, "the coordinator's database failed");
         return;
     }
     xd_info("xcoord: run %s submitted (%d jobs)", run, n_jobs);
-    coord_reply_ok(c, p, json_pack("{s:s, s:s, s:o}", "run", run, "name", run_name, "jobs", jobs));
+    coord_reply_ok(c, p, body);
     coord_dispatch_soon(c);
 }
 
@@ -125,6 +126,16 @@ static json_t *runs_json(coord *c) {
     }
     json_decref(by_id);
     return runs;
+}
+
+/* A metrics line goes into a reply parsed when it is a flat object (the usual metrics.jsonl
+ * line), else as its text. */
+static bool flat(json_t *o) {
+    if (!json_is_object(o)) return false;
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) if (json_is_object(v) || json_is_array(v)) return false;
+    return true;
 }
 
 static void query_run(coord *c, const coord_peer *p, const char *run) {
@@ -172,6 +183,7 @@ static void query_run(coord *c, const coord_peer *p, const char *run) {
         json_t *j = json_object_get(by_id, coord_col_text(st, 0));
         if (!j) continue;
         json_t *line = json_loads(coord_col_text(st, 4), JSON_DECODE_ANY, NULL);
+        if (line && !flat(line)) json_decref(line), line = NULL; /* the wire nests 8 deep at most */
         json_object_set_new(j, "metrics",
                             json_pack("{s:I, s:I, s:o, s:o, s:s}", "step", (json_int_t)sqlite3_column_int64(st, 1), "total",
                                       (json_int_t)sqlite3_column_int64(st, 2), "time", time_json(st, 3), "line",
@@ -430,11 +442,12 @@ static void on_log_tail(coord *c, const coord_peer *p, json_t *f) {
 
 static void on_events(coord *c, const coord_peer *p, json_t *f) {
     const char *run = str_field(f, "run");
+    if (!strcmp(run, "*")) run = ""; /* every event, the coordinator's own included */
     json_int_t since = json_integer_value(json_object_get(f, "since"));
     if (*run) {
         sqlite3_stmt *st = coord_sql(c, "SELECT 1 FROM runs WHERE id = ?", "s", run);
         if (!st || coord_sql_step(c, st) != 1) {
-            coord_reply_error(c, p, "events: no run \"%s\" (\"\" for every event)", run);
+            coord_reply_error(c, p, "events: no run \"%s\" (\"*\" for every event)", run);
             return;
         }
         sqlite3_reset(st);

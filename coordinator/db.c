@@ -255,6 +255,7 @@ void coord_event(coord *c, const char *run, const char *job, const char *attempt
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    coord_utf8_clean(msg);
     xd_debug("xcoord: %s %s: %s", kind, job ? job : run ? run : "", msg);
     coord_sql_exec(c,
                    "INSERT INTO events(time, run, job, attempt, kind, message) VALUES (?, ?, ?, ?, ?, ?)",

@@ -42,6 +42,10 @@ void *coord_map_remove(coord_map *m, const char *key);
 bool coord_map_next(const coord_map *m, size_t *i, const char **key, void **value);
 void coord_map_free(coord_map *m);
 
+/* Replaces what is not UTF-8 (a sequence cut by truncation, say) with '?': JSON and the wire
+ * carry only UTF-8, and the database feeds replies. */
+void coord_utf8_clean(char *s);
+
 int64_t coord_wall_ms(void); /* Unix time in ms: what the database stores */
 uint64_t coord_mono_ms(void);  /* monotonic ms: leases and heartbeat ages */
 
@@ -160,7 +164,8 @@ void coord_zap_serve(coord *c);
 /* ---- loop.c: sending ---- */
 
 /* Encodes and sends to a routing id; a peer that went away is logged and counted, not an error
- * of the caller (the lease machinery copes with lost messages). */
+ * of the caller (the lease machinery copes with lost messages). -1: not sent, -2: the fields do
+ * not encode (nothing sent). */
 int coord_send(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto_type t, json_t *fields);
 /* Sends to a worker's current connection (when it has one). Steals fields. */
 void coord_send_worker(coord *c, coord_worker *w, proto_type t, json_t *fields);

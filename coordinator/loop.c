@@ -37,9 +37,9 @@ int coord_send(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto_typ
     void *buf = NULL;
     size_t len = 0;
     xd_err e = {{0}};
-    if (proto_encode(t, fields, &buf, &len, &e)) {
-        xd_log(XD_LOG_ERROR, "xcoord: cannot encode %s: %s", proto_type_name(t), e.msg);
-        return -1;
+    if (!fields || proto_encode(t, fields, &buf, &len, &e)) {
+        xd_log(XD_LOG_ERROR, "xcoord: cannot encode %s: %s", proto_type_name(t), fields ? e.msg : "no fields");
+        return -2;
     }
     int rc = zmq_send(c->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0 && req) rc = zmq_send(c->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
@@ -61,8 +61,10 @@ void coord_send_worker(coord *c, coord_worker *w, proto_type t, json_t *fields) 
 }
 
 void coord_reply_ok(coord *c, const coord_peer *p, json_t *body) {
-    json_t *f = json_pack("{s:b, s:o}", "ok", 1, "body", body ? body : json_null());
-    coord_send(c, p->rid, p->rid_len, p->req, PROTO_REPLY, f);
+    json_t *f = body ? json_pack("{s:b, s:o}", "ok", 1, "body", body) : NULL;
+    /* a body the wire cannot carry (over 4096 items, too deep) still gets an answer */
+    if (!f || coord_send(c, p->rid, p->rid_len, p->req, PROTO_REPLY, f) == -2)
+        coord_reply_error(c, p, "the reply does not fit in a message (ask for less)");
     json_decref(f);
 }
 
@@ -72,13 +74,17 @@ void coord_reply_error(coord *c, const coord_peer *p, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    coord_utf8_clean(msg);
     json_t *f = json_pack("{s:b, s:s}", "ok", 0, "error", msg);
     coord_send(c, p->rid, p->rid_len, p->req, PROTO_REPLY, f);
     json_decref(f);
 }
 
 void coord_send_error(coord *c, const coord_peer *p, int code, const char *message) {
-    json_t *f = json_pack("{s:i, s:s}", "code", code, "message", message);
+    char msg[XD_ERR_MAX + 64];
+    snprintf(msg, sizeof msg, "%s", message);
+    coord_utf8_clean(msg);
+    json_t *f = json_pack("{s:i, s:s}", "code", code, "message", msg);
     coord_send(c, p->rid, p->rid_len, p->req, PROTO_ERROR, f);
     json_decref(f);
 }

@@ -156,6 +156,7 @@ static int job_requeue_or_fail(coord *c, const char *job, const char *run, bool 
         snprintf(err, sizeof err, "%s (%s %d times: the bound is %d retries)", why,
                  worker_fault ? "lost" : "failed", worker_fault ? worker_failures : failures,
                  worker_fault ? worker_retries : retries);
+        coord_utf8_clean(err);
         if (coord_sql_exec(c, "UPDATE jobs SET state = 'failed', failures = ?, worker_failures = ?, error = ?, updated = ? WHERE id = ?",
                            "iisis", (int64_t)failures, (int64_t)worker_failures, err, now, job))
             return -1;
@@ -205,6 +206,7 @@ int coord_attempt_end(coord *c, coord_attempt *a, coord_end how, int exit_code, 
     case END_FAILED: {
         char why[600];
         snprintf(why, sizeof why, "exit code %d%s%.500s", exit_code, error && *error ? ": " : "", error ? error : "");
+        coord_utf8_clean(why);
         coord_event(c, a->run, a->job, a->id, "attempt_failed", "%s failed on %s: %s", job_short(a->job), a->worker, why);
         rc = job_requeue_or_fail(c, a->job, a->run, false, why);
         break;

@@ -531,12 +531,24 @@ static void put_settings(coord_buf *b, const spec_settings *base, const spec_set
         for (int i = 0; i < over->n; i++) put_setting(b, &over->items[i]);
 }
 
+/* The shortest text that reads back as the same double: 0.35, not 0.34999999999999998. */
+static void put_number(coord_buf *b, double v) {
+    char text[40];
+    for (int digits = 6; digits <= 17; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, v);
+        if (strtod(text, NULL) == v) break;
+    }
+    coord_buf_put(b, text);
+}
+
 static void put_mixture(coord_buf *b, const coord_spec *s) {
     coord_buf_put(b, "data:\n");
     for (int i = 0; i < s->n_domains; i++) {
         coord_buf_put(b, "  - {path: ");
         put_quoted(b, s->domains[i].data);
-        coord_buf_printf(b, ", weight: %.17g}\n", s->domains[i].weight);
+        coord_buf_put(b, ", weight: ");
+        put_number(b, s->domains[i].weight);
+        coord_buf_put(b, "}\n");
     }
 }
 
@@ -675,7 +687,9 @@ int coord_spec_expand(const coord_spec *s, const char *artifacts, const char *ru
         for (int i = 0; i < s->n_domains; i++) {
             coord_buf_put(&c, "  - {path: ");
             put_quoted(&c, dag->jobs[experts[i]].output);
-            coord_buf_printf(&c, ", weight: %.17g}\n", s->domains[i].weight);
+            coord_buf_put(&c, ", weight: ");
+            put_number(&c, s->domains[i].weight);
+            coord_buf_put(&c, "}\n");
         }
         merge = add_job(&db, "merge", "merge", 0, "", &c, experts, s->n_domains);
     }

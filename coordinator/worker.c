@@ -293,6 +293,7 @@ static void on_progress(coord *c, const coord_peer *p, json_t *f) {
     const char *line = str_field(f, "metrics");
     size_t len = strlen(line);
     char *cut = len > METRICS_LINE_MAX ? strndup(line, METRICS_LINE_MAX) : NULL;
+    if (cut) coord_utf8_clean(cut);
     coord_batch_begin(c);
     coord_sql_exec(c, "INSERT INTO metrics(attempt, job, step, total, time, line) VALUES (?, ?, ?, ?, ?, ?)", "ssiiis",
                    a->id, a->job, int_field(f, "step"), int_field(f, "total"), coord_wall_ms(), cut ? cut : line);
@@ -332,6 +333,7 @@ static void on_done(coord *c, const coord_peer *p, json_t *f) {
     int exit_code = (int)json_integer_value(json_object_get(f, "exit_code"));
     const char *error = str_field(f, "error"), *output = str_field(f, "output");
     char *err = strlen(error) > 4000 ? strndup(error, 4000) : NULL;
+    if (err) coord_utf8_clean(err);
     if (coord_tx_begin(c) == 0 &&
         coord_attempt_end(c, a, ok ? END_SUCCEEDED : END_FAILED, exit_code, err ? err : error, output) == 0 &&
         coord_tx_commit(c) == 0)
