@@ -13,7 +13,7 @@
  *       a job (the first time) it goes silent for --silent-ms (no heartbeat, no progress), then
  *       lists the attempt in a heartbeat and sends its late done. Re-sends hello whenever its
  *       connection comes back (a restarted coordinator). Logs one line per event on stdout:
- *       welcome, assign ATTEMPT EPOCH JOB STAGE, done ATTEMPT EPOCH ok|fail, fence ATTEMPT EPOCH,
+ *       welcome, assign ATTEMPT EPOCH JOB STAGE gpus=LIST, done ATTEMPT EPOCH ok|fail, fence ATTEMPT EPOCH,
  *       cancel ATTEMPT EPOCH, drain, error CODE MESSAGE, silent ATTEMPT, late-done ATTEMPT EPOCH,
  *       badconfig JOB WHY. Runs until SIGTERM or --max-seconds.
  *   send-raw garbage|oversize|wrong-version|bad-field|two-frames|wrong-way [--count N]
@@ -322,7 +322,12 @@ static void on_assign(worker *w, json_t *f) {
     const char *jobid = json_string_value(json_object_get(f, "job"));
     const char *workdir = json_string_value(json_object_get(f, "workdir"));
     int64_t epoch = json_integer_value(json_object_get(f, "epoch"));
-    say("assign %s %lld %s %s", attempt, (long long)epoch, jobid, json_string_value(json_object_get(f, "stage")));
+    char gpus[256] = "";
+    size_t gi;
+    json_t *g;
+    json_array_foreach(json_object_get(f, "gpus"), gi, g)
+        snprintf(gpus + strlen(gpus), sizeof gpus - strlen(gpus), "%s%lld", gi ? "," : "", (long long)json_integer_value(g));
+    say("assign %s %lld %s %s gpus=%s", attempt, (long long)epoch, jobid, json_string_value(json_object_get(f, "stage")), gpus);
     check_config(w, jobid, workdir, json_string_value(json_object_get(f, "config")));
     if (slot < 0) return;
     job *j = &w->jobs[slot];
