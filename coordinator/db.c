@@ -119,11 +119,11 @@ void coord_db_close(coord *c) {
         free(s);
     }
     if (c->db) {
-        if (c->in_tx) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+        if (c->in_tx) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL); /* only after a fatal error */
         sqlite3_close(c->db);
     }
     c->db = NULL;
-    c->in_tx = false;
+    c->in_tx = c->in_change = false;
 }
 
 static sqlite3_stmt *bind_args(coord *c, const char *sql, const char *fmt, va_list ap) {
@@ -204,7 +204,9 @@ int coord_sql_step(coord *c, sqlite3_stmt *st) {
 
 int coord_sql_changes(coord *c) { return c->db ? sqlite3_changes(c->db) : 0; }
 
-int coord_tx_begin(coord *c) {
+/* A state change is a savepoint inside the open transaction, so rolling one back never drops
+ * the batched progress lines around it. */
+static int open_tx(coord *c) {
     if (c->in_tx) return 0;
     if (c->fatal || !c->db) return -1;
     if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
@@ -215,35 +217,49 @@ int coord_tx_begin(coord *c) {
     return 0;
 }
 
+int coord_tx_begin(coord *c) {
+    if (open_tx(c)) return -1;
+    if (c->in_change) return 0;
+    if (sqlite3_exec(c->db, "SAVEPOINT change", NULL, NULL, NULL) != SQLITE_OK) {
+        db_fatal(c, "SAVEPOINT");
+        return -1;
+    }
+    c->in_change = true;
+    return 0;
+}
+
 int coord_tx_commit(coord *c) {
     if (!c->in_tx) return c->fatal ? -1 : 0;
     if (c->fatal) return -1;
-    if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if ((c->in_change && sqlite3_exec(c->db, "RELEASE change", NULL, NULL, NULL) != SQLITE_OK) ||
+        sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         db_fatal(c, "COMMIT");
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-        c->in_tx = false;
+        c->in_tx = c->in_change = false;
         return -1;
     }
-    c->in_tx = false;
+    c->in_tx = c->in_change = false;
     c->stats.commits++;
     if (c->handles_open) uv_timer_stop(&c->flush_timer);
     return 0;
 }
 
 void coord_tx_rollback(coord *c) {
-    if (!c->in_tx) return;
-    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-    c->in_tx = false;
+    if (!c->in_change) return;
+    if (sqlite3_exec(c->db, "ROLLBACK TO change", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(c->db, "RELEASE change", NULL, NULL, NULL) != SQLITE_OK)
+        db_fatal(c, "ROLLBACK");
+    c->in_change = false;
+    if (c->handles_open && !uv_is_active((uv_handle_t *)&c->flush_timer)) /* the batch around it stays */
+        uv_timer_start(&c->flush_timer, coord_batch_flush_cb, BATCH_FLUSH_MS, 0);
 }
 
-static void on_flush_timer(uv_timer_t *t) { coord_tx_commit(t->data); }
+void coord_batch_flush_cb(uv_timer_t *t) { coord_tx_commit(t->data); }
 
 void coord_batch_begin(coord *c) {
-    if (coord_tx_begin(c)) return;
-    if (c->handles_open && !uv_is_active((uv_handle_t *)&c->flush_timer)) {
-        c->flush_timer.data = c;
-        uv_timer_start(&c->flush_timer, on_flush_timer, BATCH_FLUSH_MS, 0);
-    }
+    if (open_tx(c)) return;
+    if (c->handles_open && !uv_is_active((uv_handle_t *)&c->flush_timer))
+        uv_timer_start(&c->flush_timer, coord_batch_flush_cb, BATCH_FLUSH_MS, 0);
 }
 
 void coord_batch_flush(coord *c) { coord_tx_commit(c); }

@@ -103,7 +103,8 @@ typedef struct coord {
     uv_loop_t loop;
     sqlite3 *db;
     coord_stmt *stmts;
-    bool in_tx;
+    bool in_tx;     /* a transaction is open (a batch, a state change or both) */
+    bool in_change; /* a state change's savepoint is open inside it */
     void *zctx, *router, *zap;
     uv_poll_t router_poll, zap_poll;
     uv_idle_t pump;
@@ -143,6 +144,7 @@ void coord_tx_rollback(coord *c);
  * the flush timer (at most 200 ms later) commits. */
 void coord_batch_begin(coord *c);
 void coord_batch_flush(coord *c);
+void coord_batch_flush_cb(uv_timer_t *t);
 /* An events row (inside the caller's transaction). run, job, attempt may be NULL. */
 void coord_event(coord *c, const char *run, const char *job, const char *attempt, const char *kind,
                  const char *fmt, ...) XD_PRINTF(6, 7);

@@ -285,7 +285,11 @@ static void dispatch(coord *c) {
     }
     if (st && rc == 1) sqlite3_reset(st);
     free(free_workers);
-    bool ok = as && n_as > 0 && coord_tx_begin(c) == 0;
+    if (n_as == 0) {
+        free(as);
+        return;
+    }
+    bool ok = coord_tx_begin(c) == 0;
     for (int i = 0; ok && i < n_as; i++) {
         assignment *a = &as[i];
         if (!a->job || !a->run || !a->stage || !a->config || !a->workdir) {
