@@ -159,11 +159,9 @@ static const authorized_key *find_key(const coord_keys *k, const uint8_t *key) {
     return NULL;
 }
 
-/* Keys added by xctl keygen while the coordinator runs are seen without a restart: an unknown
- * key rereads the directory when it changed. */
+/* Keys added or removed while the coordinator runs count from the next connection: the
+ * directory is reread when its mtime changed (one stat per handshake). */
 static const authorized_key *lookup(coord_keys *k, const uint8_t *key) {
-    const authorized_key *a = find_key(k, key);
-    if (a) return a;
     char dir[PATH_MAX + 16];
     snprintf(dir, sizeof dir, "%s/authorized", k->dir);
     struct stat sb;
@@ -172,9 +170,8 @@ static const authorized_key *lookup(coord_keys *k, const uint8_t *key) {
         xd_err e = {{0}};
         if (load_authorized(k, false, &e)) xd_warn("xcoord: %s", e.msg);
         else xd_info("xcoord: reloaded %s: %d keys", dir, k->n);
-        return find_key(k, key);
     }
-    return NULL;
+    return find_key(k, key);
 }
 
 /* ZAP (RFC 27): version, request id, domain, address, identity, mechanism, credentials... in;

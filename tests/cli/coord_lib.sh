@@ -51,4 +51,4 @@ request() { "$peer" --connect "$ep" --timeout-ms "${timeout_ms:-5000}" request "
 # json EXPR < reply: evaluates a Python expression over the parsed reply r
 json() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
 
-run_state() { sql "SELECT state FROM runs WHERE id = '$1'"; }
+run_state() { sql "SELECT state FROM runs WHERE id = '${1:-}'"; }
