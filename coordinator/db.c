@@ -38,6 +38,7 @@ static const char *const schema =
     "  not_before INTEGER NOT NULL DEFAULT 0, ready_at INTEGER, error TEXT,"
     "  created INTEGER NOT NULL, updated INTEGER NOT NULL, UNIQUE (run, name));"
     "CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, ready_at);"
+    "CREATE INDEX IF NOT EXISTS jobs_run_state ON jobs(run, state);"
     "CREATE TABLE IF NOT EXISTS deps("
     "  job TEXT NOT NULL REFERENCES jobs(id), needs TEXT NOT NULL REFERENCES jobs(id),"
     "  PRIMARY KEY (job, needs)) WITHOUT ROWID;"
@@ -205,7 +206,9 @@ int coord_sql_step(coord *c, sqlite3_stmt *st) {
 int coord_sql_changes(coord *c) { return c->db ? sqlite3_changes(c->db) : 0; }
 
 /* A state change is a savepoint inside the open transaction, so rolling one back never drops
- * the batched progress lines around it. */
+ * the batched progress lines around it. Ending it marks the transaction dirty; the commit is
+ * made once per loop iteration (group commit: one fsync for a burst of done messages) and always
+ * before anything is sent, so nothing is acknowledged or acted on before it is on disk. */
 static int open_tx(coord *c) {
     if (c->in_tx) return 0;
     if (c->fatal || !c->db) return -1;
@@ -229,16 +232,31 @@ int coord_tx_begin(coord *c) {
 }
 
 int coord_tx_commit(coord *c) {
-    if (!c->in_tx) return c->fatal ? -1 : 0;
     if (c->fatal) return -1;
-    if ((c->in_change && sqlite3_exec(c->db, "RELEASE change", NULL, NULL, NULL) != SQLITE_OK) ||
-        sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        db_fatal(c, "COMMIT");
-        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-        c->in_tx = c->in_change = false;
+    if (!c->in_change) return 0;
+    if (sqlite3_exec(c->db, "RELEASE change", NULL, NULL, NULL) != SQLITE_OK) {
+        db_fatal(c, "RELEASE");
         return -1;
     }
-    c->in_tx = c->in_change = false;
+    c->in_change = false;
+    c->dirty = true;
+    return 0;
+}
+
+int coord_flush(coord *c) {
+    if (c->fatal) return -1;
+    if (!c->in_tx) return 0;
+    if (c->in_change) { /* a state change half done: never commit it */
+        xd_log(XD_LOG_ERROR, "xcoord: internal error: a commit inside a state change");
+        return -1;
+    }
+    if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        db_fatal(c, "COMMIT");
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+        c->in_tx = c->dirty = false;
+        return -1;
+    }
+    c->in_tx = c->dirty = false;
     c->stats.commits++;
     if (c->handles_open) uv_timer_stop(&c->flush_timer);
     return 0;
@@ -254,7 +272,7 @@ void coord_tx_rollback(coord *c) {
         uv_timer_start(&c->flush_timer, coord_batch_flush_cb, BATCH_FLUSH_MS, 0);
 }
 
-void coord_batch_flush_cb(uv_timer_t *t) { coord_tx_commit(t->data); }
+void coord_batch_flush_cb(uv_timer_t *t) { coord_flush(t->data); }
 
 void coord_batch_begin(coord *c) {
     if (open_tx(c)) return;
@@ -262,7 +280,6 @@ void coord_batch_begin(coord *c) {
         uv_timer_start(&c->flush_timer, coord_batch_flush_cb, BATCH_FLUSH_MS, 0);
 }
 
-void coord_batch_flush(coord *c) { coord_tx_commit(c); }
 
 void coord_event(coord *c, const char *run, const char *job, const char *attempt, const char *kind,
                  const char *fmt, ...) {

@@ -105,9 +105,11 @@ typedef struct coord {
     coord_stmt *stmts;
     bool in_tx;     /* a transaction is open (a batch, a state change or both) */
     bool in_change; /* a state change's savepoint is open inside it */
+    bool dirty;     /* ended state changes wait in it for the commit */
     void *zctx, *router, *zap;
     uv_poll_t router_poll, zap_poll;
     uv_idle_t pump;
+    uv_check_t commit_check; /* commits a dirty transaction at the end of each loop iteration */
     uv_timer_t lease_timer, backoff_timer, dispatch_timer, flush_timer;
     uv_signal_t sigint, sigterm;
     bool handles_open, stopping;
@@ -135,15 +137,16 @@ int coord_sql_step(coord *c, sqlite3_stmt *st);
 int coord_sql_exec(coord *c, const char *sql, const char *fmt, ...);
 /* Rows changed by the last statement. */
 int coord_sql_changes(coord *c);
-/* A state change: begin (joining an open metrics batch), commit durably before anything is sent
- * or acknowledged, or roll back. */
+/* A state change: begin (a savepoint, joining an open batch), end it (the transaction is then
+ * dirty), or roll it back. coord_flush commits: every send does it first when the transaction
+ * is dirty, and so does the loop at the end of each iteration. */
 int coord_tx_begin(coord *c);
 int coord_tx_commit(coord *c);
 void coord_tx_rollback(coord *c);
+int coord_flush(coord *c);
 /* Progress lines and stale-message events: written inside a batch that the next state change or
  * the flush timer (at most 200 ms later) commits. */
 void coord_batch_begin(coord *c);
-void coord_batch_flush(coord *c);
 void coord_batch_flush_cb(uv_timer_t *t);
 /* An events row (inside the caller's transaction). run, job, attempt may be NULL. */
 void coord_event(coord *c, const char *run, const char *job, const char *attempt, const char *kind,

@@ -37,6 +37,7 @@ int coord_send(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto_typ
     void *buf = NULL;
     size_t len = 0;
     xd_err e = {{0}};
+    if (c->dirty && coord_flush(c)) return -1; /* what a message reports is on disk first */
     if (!fields || proto_encode(t, fields, &buf, &len, &e)) {
         xd_log(XD_LOG_ERROR, "xcoord: cannot encode %s: %s", proto_type_name(t), fields ? e.msg : "no fields");
         return -2;
@@ -198,6 +199,11 @@ static void on_signal(uv_signal_t *h, int signum) {
     uv_stop(&c->loop);
 }
 
+static void on_commit_check(uv_check_t *h) {
+    coord *c = h->data;
+    if (c->dirty) coord_flush(c);
+}
+
 static int zmq_fail(xd_err *e, const char *what) { return xd_fail(e, "%s: %s", what, zmq_strerror(errno)); }
 
 static int open_sockets(coord *c, xd_err *e) {
@@ -248,6 +254,7 @@ static int open_handles(coord *c, xd_err *e) {
         c->zap_poll.data = c;
     }
     uv_idle_init(&c->loop, &c->pump);
+    uv_check_init(&c->loop, &c->commit_check);
     uv_timer_init(&c->loop, &c->lease_timer);
     uv_timer_init(&c->loop, &c->backoff_timer);
     uv_timer_init(&c->loop, &c->dispatch_timer);
@@ -255,10 +262,11 @@ static int open_handles(coord *c, xd_err *e) {
     uv_signal_init(&c->loop, &c->sigint);
     uv_signal_init(&c->loop, &c->sigterm);
     c->pump.data = c->lease_timer.data = c->backoff_timer.data = c->dispatch_timer.data = c->flush_timer.data = c;
-    c->sigint.data = c->sigterm.data = c;
+    c->sigint.data = c->sigterm.data = c->commit_check.data = c;
     c->handles_open = true;
     uv_poll_start(&c->router_poll, UV_READABLE, on_router_poll);
     if (c->zap) uv_poll_start(&c->zap_poll, UV_READABLE, on_zap_poll);
+    uv_check_start(&c->commit_check, on_commit_check);
     uv_signal_start(&c->sigint, on_signal, SIGINT);
     uv_signal_start(&c->sigterm, on_signal, SIGTERM);
     /* a lease is checked often enough that an expiry is noticed within a tenth of it */
@@ -274,7 +282,7 @@ static void close_handles(coord *c) {
     uv_handle_t *handles[] = {
         (uv_handle_t *)&c->router_poll, (uv_handle_t *)&c->pump,          (uv_handle_t *)&c->lease_timer,
         (uv_handle_t *)&c->backoff_timer, (uv_handle_t *)&c->dispatch_timer, (uv_handle_t *)&c->flush_timer,
-        (uv_handle_t *)&c->sigint,       (uv_handle_t *)&c->sigterm,
+        (uv_handle_t *)&c->sigint,       (uv_handle_t *)&c->sigterm,      (uv_handle_t *)&c->commit_check,
     };
     for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) uv_close(handles[i], NULL);
     if (c->zap) uv_close((uv_handle_t *)&c->zap_poll, NULL);
@@ -343,7 +351,7 @@ int coord_serve(const coord_options *o, xd_err *e) {
         coord_dispatch_soon(c);
         pump_router(c);
         uv_run(&c->loop, UV_RUN_DEFAULT);
-        if (!c->fatal) coord_batch_flush(c);
+        if (!c->fatal) coord_flush(c);
         if (c->fatal) rc = xd_fail(e, "stopped after a database error (see the log)");
     }
     close_handles(c);

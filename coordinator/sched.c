@@ -487,6 +487,6 @@ int coord_sched_recover(coord *c, xd_err *e) {
         coord_sql_exec(c, "UPDATE workers SET state = 'lost' WHERE state = 'alive'", ""))
         return xd_fail(e, "database: cannot renew the leases");
     if (n) coord_event(c, NULL, NULL, NULL, "restart", "coordinator started with %d live attempts: their workers have %d ms to list them", n, c->opt.lease_ms);
-    if (coord_tx_commit(c)) return xd_fail(e, "database: cannot renew the leases");
+    if (coord_tx_commit(c) || coord_flush(c)) return xd_fail(e, "database: cannot renew the leases");
     return 0;
 }
