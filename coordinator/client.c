@@ -342,7 +342,7 @@ static void control_jobs(coord *c, const coord_peer *p, const char *action, cons
         return;
     }
     control_result r = {json_array(), json_array(), json_array()};
-    const char *refused_state = NULL;
+    char refused_state[32] = "";
     int rc = coord_tx_begin(c);
     size_t i;
     json_t *j;
@@ -351,10 +351,10 @@ static void control_jobs(coord *c, const coord_peer *p, const char *action, cons
         const char *state = json_string_value(json_object_get(j, "state"));
         int one = op(c, run, json_string_value(json_object_get(j, "id")), state, &r);
         if (one < 0) rc = -1;
-        else if (one > 0 && !refused_state) refused_state = state;
+        else if (one > 0 && !refused_state[0]) snprintf(refused_state, sizeof refused_state, "%s", state);
     }
     bool single = strchr(target, '/') != NULL;
-    if (rc == 0 && single && refused_state) {
+    if (rc == 0 && single && refused_state[0]) {
         coord_tx_rollback(c);
         json_decref(jobs);
         json_decref(r.changed), json_decref(r.cancels), json_decref(r.fences);
