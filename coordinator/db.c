@@ -207,8 +207,9 @@ int coord_sql_changes(coord *c) { return c->db ? sqlite3_changes(c->db) : 0; }
 
 /* A state change is a savepoint inside the open transaction, so rolling one back never drops
  * the batched progress lines around it. Ending it marks the transaction dirty; the commit is
- * made once per loop iteration (group commit: one fsync for a burst of done messages) and always
- * before anything is sent, so nothing is acknowledged or acted on before it is on disk. */
+ * made once per loop iteration (group commit: one fsync for a burst of messages) and messages
+ * sent meanwhile wait for it (loop.c), so nothing is acknowledged or acted on before it is on
+ * disk. */
 static int open_tx(coord *c) {
     if (c->in_tx) return 0;
     if (c->fatal || !c->db) return -1;
@@ -240,6 +241,7 @@ int coord_tx_commit(coord *c) {
     }
     c->in_change = false;
     c->dirty = true;
+    coord_kick(c);
     return 0;
 }
 

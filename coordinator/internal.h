@@ -94,6 +94,7 @@ typedef struct coord_stats {
 } coord_stats;
 
 typedef struct coord_keys coord_keys;
+typedef struct coord_outgoing coord_outgoing;
 typedef struct coord_stmt coord_stmt;
 
 typedef struct coord {
@@ -110,7 +111,11 @@ typedef struct coord {
     uv_poll_t router_poll, zap_poll;
     uv_idle_t pump;
     uv_check_t commit_check; /* commits a dirty transaction at the end of each loop iteration */
-    uv_timer_t lease_timer, backoff_timer, dispatch_timer, flush_timer;
+    coord_outgoing *out;     /* messages waiting for that commit */
+    size_t n_out, cap_out;
+    uv_timer_t lease_timer, backoff_timer, flush_timer;
+    uv_idle_t kick;        /* keeps the loop from blocking while a commit or a dispatch waits */
+    bool dispatch_pending; /* a dispatch pass runs at the end of this loop iteration */
     uv_signal_t sigint, sigterm;
     bool handles_open, stopping;
     bool fatal; /* a database error: the loop stops, a restart recovers */
@@ -138,8 +143,8 @@ int coord_sql_exec(coord *c, const char *sql, const char *fmt, ...);
 /* Rows changed by the last statement. */
 int coord_sql_changes(coord *c);
 /* A state change: begin (a savepoint, joining an open batch), end it (the transaction is then
- * dirty), or roll it back. coord_flush commits: every send does it first when the transaction
- * is dirty, and so does the loop at the end of each iteration. */
+ * dirty), or roll it back. coord_flush commits; the loop does it at the end of each iteration,
+ * then sends the messages that waited for it. */
 int coord_tx_begin(coord *c);
 int coord_tx_commit(coord *c);
 void coord_tx_rollback(coord *c);
@@ -168,9 +173,10 @@ void coord_zap_serve(coord *c);
 
 /* ---- loop.c: sending ---- */
 
-/* Encodes and sends to a routing id; a peer that went away is logged and counted, not an error
- * of the caller (the lease machinery copes with lost messages). -1: not sent, -2: the fields do
- * not encode (nothing sent). */
+/* Encodes and sends to a routing id, or, while state changes wait for their commit, queues it
+ * to go right after that commit. A peer that went away is logged and counted, not an error of
+ * the caller (the lease machinery copes with lost messages). -1: not sent, -2: the fields do not
+ * encode (nothing sent). */
 int coord_send(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto_type t, json_t *fields);
 /* Sends to a worker's current connection (when it has one). Steals fields. */
 void coord_send_worker(coord *c, coord_worker *w, proto_type t, json_t *fields);
@@ -191,11 +197,15 @@ enum {
 
 /* Rebuilds the live state from the database at start: every leased attempt gets now + lease. */
 int coord_sched_recover(coord *c, xd_err *e);
+/* Asks for a dispatch pass at the end of this loop iteration, inside the same commit as the
+ * change that freed a worker or readied a job. */
 void coord_dispatch_soon(coord *c);
+void coord_dispatch(coord *c);
+/* Makes the loop run its end-of-iteration work (dispatch, commit, sends) without blocking. */
+void coord_kick(coord *c);
 /* Timer callbacks. */
 void coord_on_lease_timer(uv_timer_t *t);
 void coord_on_backoff_timer(uv_timer_t *t);
-void coord_on_dispatch_timer(uv_timer_t *t);
 /* Re-arms the backoff timer for the earliest ready-but-waiting job. */
 void coord_backoff_rearm(coord *c);
 

@@ -33,19 +33,20 @@ void coord_rid_key(const uint8_t *rid, size_t len, char out[2 * COORD_MAX_RID + 
     xd_hex(rid, len > COORD_MAX_RID ? COORD_MAX_RID : len, out);
 }
 
-int coord_send(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto_type t, json_t *fields) {
-    void *buf = NULL;
-    size_t len = 0;
-    xd_err e = {{0}};
-    if (c->dirty && coord_flush(c)) return -1; /* what a message reports is on disk first */
-    if (!fields || proto_encode(t, fields, &buf, &len, &e)) {
-        xd_log(XD_LOG_ERROR, "xcoord: cannot encode %s: %s", proto_type_name(t), fields ? e.msg : "no fields");
-        return -2;
-    }
+/* One encoded message waiting for the commit of what it reports. */
+typedef struct coord_outgoing {
+    uint8_t rid[COORD_MAX_RID];
+    size_t rid_len;
+    bool req;
+    void *buf;
+    size_t len;
+    proto_type type;
+} coord_outgoing;
+
+static int send_now(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto_type t, const void *buf, size_t len) {
     int rc = zmq_send(c->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0 && req) rc = zmq_send(c->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0) rc = zmq_send(c->router, buf, len, ZMQ_DONTWAIT);
-    free(buf);
     if (rc < 0) {
         c->stats.send_failures++;
         xd_debug("xcoord: %s not sent: %s", proto_type_name(t), zmq_strerror(errno));
@@ -54,6 +55,54 @@ int coord_send(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto_typ
     size_t sz = sizeof events;
     if (zmq_getsockopt(c->router, ZMQ_EVENTS, &events, &sz) == 0 && (events & ZMQ_POLLIN)) start_pump(c);
     return rc < 0 ? -1 : 0;
+}
+
+/* Messages that report uncommitted state wait here for the commit at the end of the loop
+ * iteration (group commit); once one waits, later ones queue behind it to keep their order. */
+static int enqueue(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto_type t, void *buf, size_t len) {
+    if (c->n_out == c->cap_out) {
+        size_t cap = c->cap_out ? c->cap_out * 2 : 256;
+        coord_outgoing *grown = realloc(c->out, sizeof *grown * cap);
+        if (!grown) {
+            free(buf);
+            return -1;
+        }
+        c->out = grown;
+        c->cap_out = cap;
+    }
+    coord_outgoing *o = &c->out[c->n_out++];
+    memcpy(o->rid, rid, rid_len);
+    o->rid_len = rid_len, o->req = req, o->buf = buf, o->len = len, o->type = t;
+    return 0;
+}
+
+/* Commits, then sends what waited for it. After a failed commit nothing is sent. */
+static void commit_and_send(coord *c) {
+    if (c->dirty && coord_flush(c)) {
+        for (size_t i = 0; i < c->n_out; i++) free(c->out[i].buf);
+        c->n_out = 0;
+        return;
+    }
+    for (size_t i = 0; i < c->n_out; i++) {
+        coord_outgoing *o = &c->out[i];
+        send_now(c, o->rid, o->rid_len, o->req, o->type, o->buf, o->len);
+        free(o->buf);
+    }
+    c->n_out = 0;
+}
+
+int coord_send(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto_type t, json_t *fields) {
+    void *buf = NULL;
+    size_t len = 0;
+    xd_err e = {{0}};
+    if (!fields || proto_encode(t, fields, &buf, &len, &e)) {
+        xd_log(XD_LOG_ERROR, "xcoord: cannot encode %s: %s", proto_type_name(t), fields ? e.msg : "no fields");
+        return -2;
+    }
+    if (c->dirty || c->n_out) return enqueue(c, rid, rid_len, req, t, buf, len);
+    int rc = send_now(c, rid, rid_len, req, t, buf, len);
+    free(buf);
+    return rc;
 }
 
 void coord_send_worker(coord *c, coord_worker *w, proto_type t, json_t *fields) {
@@ -199,9 +248,19 @@ static void on_signal(uv_signal_t *h, int signum) {
     uv_stop(&c->loop);
 }
 
+static void on_kick(uv_idle_t *h) { (void)h; }
+
+void coord_kick(coord *c) {
+    if (c->handles_open && !uv_is_active((uv_handle_t *)&c->kick)) uv_idle_start(&c->kick, on_kick);
+}
+
+/* The end of every loop iteration: the dispatch pass asked for, then one commit for everything
+ * the iteration changed, then the messages that waited for it. */
 static void on_commit_check(uv_check_t *h) {
     coord *c = h->data;
-    if (c->dirty) coord_flush(c);
+    if (c->dispatch_pending) coord_dispatch(c);
+    commit_and_send(c);
+    if (!c->dispatch_pending && !c->dirty) uv_idle_stop(&c->kick);
 }
 
 static int zmq_fail(xd_err *e, const char *what) { return xd_fail(e, "%s: %s", what, zmq_strerror(errno)); }
@@ -257,11 +316,11 @@ static int open_handles(coord *c, xd_err *e) {
     uv_check_init(&c->loop, &c->commit_check);
     uv_timer_init(&c->loop, &c->lease_timer);
     uv_timer_init(&c->loop, &c->backoff_timer);
-    uv_timer_init(&c->loop, &c->dispatch_timer);
+    uv_idle_init(&c->loop, &c->kick);
     uv_timer_init(&c->loop, &c->flush_timer);
     uv_signal_init(&c->loop, &c->sigint);
     uv_signal_init(&c->loop, &c->sigterm);
-    c->pump.data = c->lease_timer.data = c->backoff_timer.data = c->dispatch_timer.data = c->flush_timer.data = c;
+    c->pump.data = c->lease_timer.data = c->backoff_timer.data = c->kick.data = c->flush_timer.data = c;
     c->sigint.data = c->sigterm.data = c->commit_check.data = c;
     c->handles_open = true;
     uv_poll_start(&c->router_poll, UV_READABLE, on_router_poll);
@@ -281,7 +340,7 @@ static void close_handles(coord *c) {
     if (!c->handles_open) return;
     uv_handle_t *handles[] = {
         (uv_handle_t *)&c->router_poll, (uv_handle_t *)&c->pump,          (uv_handle_t *)&c->lease_timer,
-        (uv_handle_t *)&c->backoff_timer, (uv_handle_t *)&c->dispatch_timer, (uv_handle_t *)&c->flush_timer,
+        (uv_handle_t *)&c->backoff_timer, (uv_handle_t *)&c->kick, (uv_handle_t *)&c->flush_timer,
         (uv_handle_t *)&c->sigint,       (uv_handle_t *)&c->sigterm,      (uv_handle_t *)&c->commit_check,
     };
     for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) uv_close(handles[i], NULL);
@@ -305,6 +364,8 @@ static void free_state(coord *c) {
     coord_map_free(&c->workers);
     coord_map_free(&c->workers_by_rid);
     coord_map_free(&c->stale_seen);
+    for (size_t k = 0; k < c->n_out; k++) free(c->out[k].buf);
+    free(c->out);
 }
 
 /* A daemon with a thousand workers needs a thousand sockets: take the hard limit. */
@@ -351,7 +412,10 @@ int coord_serve(const coord_options *o, xd_err *e) {
         coord_dispatch_soon(c);
         pump_router(c);
         uv_run(&c->loop, UV_RUN_DEFAULT);
-        if (!c->fatal) coord_flush(c);
+        if (!c->fatal) {
+            commit_and_send(c); /* the last replies go out after their commit */
+            coord_flush(c);     /* and progress lines still batched */
+        }
         if (c->fatal) rc = xd_fail(e, "stopped after a database error (see the log)");
     }
     close_handles(c);

@@ -22,8 +22,8 @@ void coord_attempt_renew(coord *c, coord_attempt *a) {
 }
 
 void coord_dispatch_soon(coord *c) {
-    if (c->handles_open && !c->stopping && !uv_is_active((uv_handle_t *)&c->dispatch_timer))
-        uv_timer_start(&c->dispatch_timer, coord_on_dispatch_timer, 0, 0);
+    c->dispatch_pending = true;
+    coord_kick(c);
 }
 
 /* base * 2^(n-1), capped: 1 s, 2 s, 4 s ... by default. */
@@ -238,7 +238,8 @@ typedef struct assignment {
     int gpus;
 } assignment;
 
-static void dispatch(coord *c) {
+void coord_dispatch(coord *c) {
+    c->dispatch_pending = false;
     if (c->fatal || c->stopping) return;
     int n_free = 0, max_cuda = -1;
     coord_worker **free_workers = malloc(sizeof *free_workers * (c->workers.count + 1));
@@ -349,8 +350,6 @@ static void dispatch(coord *c) {
     /* more ready jobs than this pass looked at, and workers still free: go again */
     if (ok && rows == limit) coord_dispatch_soon(c);
 }
-
-void coord_on_dispatch_timer(uv_timer_t *t) { dispatch(t->data); }
 
 void coord_backoff_rearm(coord *c) {
     if (!c->handles_open || c->fatal) return;

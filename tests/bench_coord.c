@@ -50,7 +50,7 @@ static double child_cpu_s(pid_t pid) {
     return 0;
 }
 
-static int send_msg(void *sock, proto_type t, json_t *fields) {
+static int send_msg_flags(void *sock, proto_type t, json_t *fields, int flags) {
     void *buf;
     size_t len;
     xd_err e = {{0}};
@@ -60,10 +60,12 @@ static int send_msg(void *sock, proto_type t, json_t *fields) {
         fprintf(stderr, "bench: encode %s: %s\n", proto_type_name(t), e.msg);
         return -1;
     }
-    rc = zmq_send(sock, buf, len, ZMQ_DONTWAIT) < 0 ? -1 : 0;
+    rc = zmq_send(sock, buf, len, flags) < 0 ? -1 : 0;
     free(buf);
     return rc;
 }
+
+static int send_msg(void *sock, proto_type t, json_t *fields) { return send_msg_flags(sock, t, fields, ZMQ_DONTWAIT); }
 
 static int recv_msg(void *sock, proto_type *t, json_t **fields) {
     zmq_msg_t m;
@@ -89,6 +91,7 @@ static double pct(double *v, int n, double p) {
     return v[i];
 }
 
+typedef struct bench bench;
 typedef struct run_times {
     double submit_sent;
     double done_sent[5]; /* init, align, distill, merge, eval */
@@ -99,6 +102,63 @@ static int stage_index(const char *name) {
     for (int i = 0; i < 5; i++)
         if (!strcmp(name, names[i])) return i;
     return -1;
+}
+
+/* What the simulated workers share. */
+struct bench {
+    void **socks;
+    zmq_pollitem_t *items;
+    double *next_hb;
+    int n, hb_ms, runs;
+    run_times *rt;
+    double *lat_root, *lat_dep;
+    int n_root, n_dep, done_eval, replies;
+};
+
+static void heartbeats_due(bench *b) {
+    double t = now_s();
+    char name[32];
+    for (int i = 0; i < b->n; i++) {
+        if (t < b->next_hb[i]) continue;
+        snprintf(name, sizeof name, "bw-%04d", i);
+        send_msg(b->socks[i], PROTO_HEARTBEAT, json_pack("{s:s, s:[]}", "worker", name, "running"));
+        b->next_hb[i] += b->hb_ms / 1000.0;
+    }
+}
+
+/* Workers heartbeat, accept and finish every assign at once, until `until_eval` runs are done. */
+static void serve(bench *b, int until_eval, double deadline) {
+    while (b->done_eval < until_eval && now_s() < deadline) {
+        heartbeats_due(b);
+        zmq_poll(b->items, b->n + 1, 2);
+        for (int i = 0; i <= b->n; i++) {
+            proto_type pt;
+            json_t *f;
+            while (b->items[i].revents & ZMQ_POLLIN && recv_msg(b->socks[i], &pt, &f) > 0) {
+                double got = now_s();
+                if (pt == PROTO_REPLY) b->replies++;
+                if (pt == PROTO_ASSIGN) {
+                    const char *attempt = json_string_value(json_object_get(f, "attempt"));
+                    const char *job = json_string_value(json_object_get(f, "job"));
+                    json_int_t epoch = json_integer_value(json_object_get(f, "epoch"));
+                    int r = atoi(job + 4); /* run-N-xxxx/NAME */
+                    const char *slash = strchr(job, '/');
+                    int k = slash ? stage_index(slash + 1) : -1;
+                    bool mine = r >= 1 && r <= b->runs && k >= 0;
+                    if (mine && k == 0) b->lat_root[b->n_root++] = got - b->rt[r].submit_sent;
+                    else if (mine && b->rt[r].done_sent[k - 1] > 0) b->lat_dep[b->n_dep++] = got - b->rt[r].done_sent[k - 1];
+                    send_msg(b->socks[i], PROTO_ACCEPT, json_pack("{s:s, s:I}", "attempt", attempt, "epoch", epoch));
+                    send_msg(b->socks[i], PROTO_DONE, json_pack("{s:s, s:I, s:b, s:i, s:s, s:s}", "attempt", attempt, "epoch",
+                                                                epoch, "ok", 1, "exit_code", 0, "error", "", "output", "/tmp/x"));
+                    if (mine) {
+                        b->rt[r].done_sent[k] = now_s();
+                        if (k == 4) b->done_eval++;
+                    }
+                }
+                json_decref(f);
+            }
+        }
+    }
 }
 
 /* The coordinator's counters through a workers request. */
@@ -211,16 +271,17 @@ int main(int argc, char **argv) {
     printf("workers %d connected and welcomed in %.2f s\n", welcomed, now_s() - t0);
 
     /* phase 1: heartbeats only */
+    const char *spec = "teacher: /models/teacher.gguf\ndomains: [{name: x, data: /data/x}]\n";
+    const int quiet_runs = 20; /* phase 3 */
+    run_times *rt = calloc((size_t)(runs + quiet_runs) + 1, sizeof *rt);
+    double *lat_root = calloc((size_t)(runs + quiet_runs), sizeof(double));
+    double *lat_dep = calloc((size_t)(runs + quiet_runs) * 4, sizeof(double));
+    bench b = {socks, items, next_hb, n, hb_ms, runs + quiet_runs, rt, lat_root, lat_dep, 0, 0, 0, 0};
+    for (int i = 0; i < n; i++) next_hb[i] = now_s() + (double)hb_ms / 1000.0 * i / n; /* no backlog */
     json_t *before = coord_stats(client);
     double cpu0 = child_cpu_s(pid), w0 = now_s();
     while (now_s() - w0 < seconds) {
-        double t = now_s();
-        for (int i = 0; i < n; i++) {
-            if (t < next_hb[i]) continue;
-            snprintf(name, sizeof name, "bw-%04d", i);
-            send_msg(socks[i], PROTO_HEARTBEAT, json_pack("{s:s, s:[]}", "worker", name, "running"));
-            next_hb[i] += hb_ms / 1000.0;
-        }
+        heartbeats_due(&b);
         zmq_poll(items, n, 2);
         for (int i = 0; i < n; i++) {
             proto_type pt;
@@ -238,53 +299,14 @@ int main(int argc, char **argv) {
     json_decref(after);
 
     /* phase 2: R tiny runs at once */
-    const char *spec = "teacher: /models/teacher.gguf\ndomains: [{name: x, data: /data/x}]\n";
-    run_times *rt = calloc((size_t)runs + 1, sizeof *rt);
-    double *lat_root = calloc((size_t)runs, sizeof(double)), *lat_dep = calloc((size_t)runs * 4, sizeof(double));
     int n_root = 0, n_dep = 0, done_eval = 0, replies = 0;
     double p0 = now_s(), cpu2 = child_cpu_s(pid);
     for (int r = 1; r <= runs; r++) {
         rt[r].submit_sent = now_s();
-        send_msg(client, PROTO_SUBMIT, json_pack("{s:s}", "spec", spec));
+        send_msg_flags(client, PROTO_SUBMIT, json_pack("{s:s}", "spec", spec), 0); /* blocks at the HWM */
     }
-    while (done_eval < runs && now_s() - p0 < 300) {
-        double t = now_s();
-        for (int i = 0; i < n; i++) {
-            if (t < next_hb[i]) continue;
-            snprintf(name, sizeof name, "bw-%04d", i);
-            send_msg(socks[i], PROTO_HEARTBEAT, json_pack("{s:s, s:[]}", "worker", name, "running"));
-            next_hb[i] += hb_ms / 1000.0;
-        }
-        zmq_poll(items, n + 1, 2);
-        for (int i = 0; i <= n; i++) {
-            proto_type pt;
-            json_t *f;
-            while (items[i].revents & ZMQ_POLLIN && recv_msg(socks[i], &pt, &f) > 0) {
-                double got = now_s();
-                if (pt == PROTO_REPLY) replies++;
-                if (pt == PROTO_ASSIGN) {
-                    const char *attempt = json_string_value(json_object_get(f, "attempt"));
-                    const char *job = json_string_value(json_object_get(f, "job"));
-                    json_int_t epoch = json_integer_value(json_object_get(f, "epoch"));
-                    int r = atoi(job + 4); /* run-N-xxxx/NAME */
-                    const char *slash = strchr(job, '/');
-                    int k = slash ? stage_index(slash + 1) : -1;
-                    if (r >= 1 && r <= runs && k >= 0) {
-                        if (k == 0) lat_root[n_root++] = got - rt[r].submit_sent;
-                        else if (rt[r].done_sent[k - 1] > 0) lat_dep[n_dep++] = got - rt[r].done_sent[k - 1];
-                    }
-                    send_msg(socks[i], PROTO_ACCEPT, json_pack("{s:s, s:I}", "attempt", attempt, "epoch", epoch));
-                    send_msg(socks[i], PROTO_DONE, json_pack("{s:s, s:I, s:b, s:i, s:s, s:s}", "attempt", attempt, "epoch", epoch,
-                                                             "ok", 1, "exit_code", 0, "error", "", "output", "/tmp/x"));
-                    if (r >= 1 && r <= runs && k >= 0) {
-                        rt[r].done_sent[k] = now_s();
-                        if (k == 4) done_eval++;
-                    }
-                }
-                json_decref(f);
-            }
-        }
-    }
+    serve(&b, runs, p0 + 300);
+    done_eval = b.done_eval, replies = b.replies, n_root = b.n_root, n_dep = b.n_dep;
     double p1 = now_s(), cpu3 = child_cpu_s(pid);
     qsort(lat_root, (size_t)n_root, sizeof(double), cmp_double);
     qsort(lat_dep, (size_t)n_dep, sizeof(double), cmp_double);
@@ -294,6 +316,21 @@ int main(int argc, char **argv) {
            1e3 * pct(lat_dep, n_dep, 0.5), 1e3 * pct(lat_dep, n_dep, 0.99), n_dep);
     printf("  dispatch latency, root job (submit sent -> assign received, %d submits queued at once): p50 %.1f ms, p99 %.1f ms\n",
            runs, 1e3 * pct(lat_root, n_root, 0.5), 1e3 * pct(lat_root, n_root, 0.99));
+
+    /* phase 3: one run at a time, nothing else happening */
+    int first_dep = n_dep, first_root = n_root;
+    double *quiet_dep = lat_dep + n_dep, *quiet_root = lat_root + n_root;
+    for (int r = runs + 1; r <= runs + quiet_runs; r++) {
+        rt[r].submit_sent = now_s();
+        send_msg_flags(client, PROTO_SUBMIT, json_pack("{s:s}", "spec", spec), 0);
+        serve(&b, r, now_s() + 30);
+    }
+    int qd = b.n_dep - first_dep, qr = b.n_root - first_root;
+    qsort(quiet_dep, (size_t)qd, sizeof(double), cmp_double);
+    qsort(quiet_root, (size_t)qr, sizeof(double), cmp_double);
+    printf("phase 3: %d runs one at a time: dependent job p50 %.2f ms, p99 %.2f ms; root job (submit -> assign) p50 %.2f ms, p99 %.2f ms\n",
+           quiet_runs, 1e3 * pct(quiet_dep, qd, 0.5), 1e3 * pct(quiet_dep, qd, 0.99), 1e3 * pct(quiet_root, qr, 0.5),
+           1e3 * pct(quiet_root, qr, 0.99));
     json_t *end = coord_stats(client);
     printf("  coordinator: %ld commits, %ld messages, %ld rejected, %ld send failures\n", stat_of(end, "commits"),
            stat_of(end, "messages"), stat_of(end, "rejected"), stat_of(end, "send_failures"));
