@@ -376,7 +376,6 @@ static void control_jobs(coord *c, const coord_peer *p, const char *action, cons
     send_list(c, r.cancels, PROTO_CANCEL);
     send_list(c, r.fences, PROTO_FENCE);
     json_decref(r.cancels), json_decref(r.fences);
-    coord_backoff_rearm(c);
     coord_dispatch_soon(c);
     coord_reply_ok(c, p, json_pack("{s:s, s:s, s:o}", "action", action, "target", target, "jobs", r.changed));
 }

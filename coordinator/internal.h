@@ -206,7 +206,8 @@ void coord_kick(coord *c);
 /* Timer callbacks. */
 void coord_on_lease_timer(uv_timer_t *t);
 void coord_on_backoff_timer(uv_timer_t *t);
-/* Re-arms the backoff timer for the earliest ready-but-waiting job. */
+/* Arms the backoff timer for the earliest ready-but-waiting job (at start and when it fires; a
+ * requeue arms it itself). */
 void coord_backoff_rearm(coord *c);
 
 typedef enum {

@@ -424,7 +424,6 @@ void coord_on_lease_timer(uv_timer_t *t) {
         free(fences[i].worker);
         free(fences[i].attempt);
     }
-    if (ok) coord_backoff_rearm(c);
 }
 
 /* ---- start ---- */

@@ -193,7 +193,6 @@ static void worker_join(coord *c, const coord_peer *p, coord_worker *w, json_t *
         send_all(c, w, PROTO_FENCE, s.fences);
         send_all(c, w, PROTO_CANCEL, s.cancels);
         if (w->draining) coord_send_worker(c, w, PROTO_DRAIN, json_object());
-        coord_backoff_rearm(c);
         coord_dispatch_soon(c);
         xd_info("xcoord: worker %s joined (%d CUDA devices, %d live attempts kept)", w->name, w->n_cuda, w->active);
     } else {
@@ -335,9 +334,8 @@ static void on_done(coord *c, const coord_peer *p, json_t *f) {
     char *err = strlen(error) > 4000 ? strndup(error, 4000) : NULL;
     if (err) coord_utf8_clean(err);
     if (coord_tx_begin(c) == 0 &&
-        coord_attempt_end(c, a, ok ? END_SUCCEEDED : END_FAILED, exit_code, err ? err : error, output) == 0 &&
-        coord_tx_commit(c) == 0)
-        coord_backoff_rearm(c);
+        coord_attempt_end(c, a, ok ? END_SUCCEEDED : END_FAILED, exit_code, err ? err : error, output) == 0)
+        coord_tx_commit(c);
     free(err);
 }
 
@@ -386,7 +384,7 @@ void coord_worker_lost(coord *c, coord_worker *w, const char *why) {
         if (a && rc == 0) rc = coord_attempt_end(c, a, END_LOST, -1, reason, NULL);
         free(lost[i]);
     }
-    if (rc == 0 && coord_tx_commit(c) == 0) coord_backoff_rearm(c);
+    if (rc == 0) coord_tx_commit(c);
 }
 
 json_t *coord_worker_json(coord *c, coord_worker *w) {
