@@ -12,7 +12,9 @@ packages=(
   libutf8proc-dev                # Unicode categories and NFC for the tokenizers' pre-tokenisers
   libyaml-dev                    # stage configuration files
   libmsgpack-dev                 # the wire messages between coordinator, workers and clients
-  libuv1-dev                     # the coordinator's event loop (and the dashboard's server on it)
+  libzmq3-dev                    # ZeroMQ: the coordinator's ROUTER socket, CURVE security
+  libuv1-dev                     # the coordinator's event loop
+  libsqlite3-dev sqlite3         # the coordinator's database (the CLI for the tests' checks)
   libhttp-parser-dev             # the dashboard's HTTP/1.1 request parser
   libjs-chart.js                 # Chart.js, embedded into the dashboard at build time
   unzip ca-certificates
