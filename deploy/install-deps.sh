@@ -11,6 +11,8 @@ packages=(
   libutf8proc-dev                # Unicode categories and NFC for the tokenizers' pre-tokenisers
   libyaml-dev                    # stage configuration files
   libmsgpack-dev                 # the wire messages between coordinator, workers and clients
+  libzmq3-dev                    # ZeroMQ (with CURVE): xworker and xctl to the coordinator
+  libuv1-dev                     # the worker's event loop: socket, timers, child process, signals
   unzip ca-certificates
 )
 
