@@ -71,7 +71,9 @@ static void receive_one(worker *w) {
     int payload = -1, non_empty = 0;
     for (int i = 0; i < n; i++)
         if (zmq_msg_size(&frames[i]) > 0) payload = i, non_empty++;
-    if (non_empty != 1 || extra) {
+    if (non_empty == 0) {
+        xd_warn("ignored an empty message from the coordinator");
+    } else if (non_empty != 1 || extra) {
         xd_warn("ignored a message of %d frames from the coordinator (expected one)", n + extra);
     } else {
         proto_type t;
