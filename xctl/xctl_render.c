@@ -56,15 +56,26 @@ json_t *xctl_list(json_t *body, const char *keys) {
     return json_is_array(v) ? v : NULL;
 }
 
-json_t *xctl_metrics(json_t *job) {
-    json_t *m = xctl_get(job, "metrics|latest_metrics|latest|progress|last_metrics");
-    if (json_is_object(m)) return json_incref(m);
-    if (json_is_string(m)) {
-        json_t *o = json_loads(json_string_value(m), 0, NULL);
+/* An object, or a JSON object in a string (a metrics.jsonl line); new reference or NULL. */
+static json_t *as_object(json_t *v) {
+    if (json_is_object(v)) return json_incref(v);
+    if (json_is_string(v)) {
+        json_t *o = json_loads(json_string_value(v), 0, NULL);
         if (json_is_object(o)) return o;
         json_decref(o);
     }
     return NULL;
+}
+
+json_t *xctl_metrics(json_t *job) {
+    json_t *m = as_object(xctl_get(job, "metrics|latest_metrics|latest|progress|last_metrics"));
+    /* a progress record {step, total, metrics: LINE}: the line's fields join it */
+    json_t *inner = m ? as_object(json_object_get(m, "metrics")) : NULL;
+    if (inner) {
+        json_object_update_missing(m, inner);
+        json_decref(inner);
+    }
+    return m;
 }
 
 static long as_long(json_t *v) {

@@ -14,6 +14,10 @@ static int setup_socket(fake_coord *c, const char *endpoint) {
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c->sock, ZMQ_ROUTER_HANDOVER, &one, sizeof one); /* a reconnecting worker */
     zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (c->curve_secret[0]) {
+        zmq_setsockopt(c->sock, ZMQ_CURVE_SERVER, &one, sizeof one);
+        zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, c->curve_secret, 41);
+    }
     if (zmq_bind(c->sock, endpoint) != 0) {
         fprintf(stderr, "fake_coord: bind %s: %s\n", endpoint, zmq_strerror(zmq_errno()));
         zmq_close(c->sock);
@@ -25,8 +29,11 @@ static int setup_socket(fake_coord *c, const char *endpoint) {
     return 0;
 }
 
-int fake_coord_open(fake_coord *c, const char *endpoint) {
+int fake_coord_open(fake_coord *c, const char *endpoint) { return fake_coord_open_curve(c, endpoint, NULL); }
+
+int fake_coord_open_curve(fake_coord *c, const char *endpoint, const char *secret_z85) {
     memset(c, 0, sizeof *c);
+    if (secret_z85) snprintf(c->curve_secret, sizeof c->curve_secret, "%s", secret_z85);
     c->heartbeat_ms = 200;
     c->lease_ms = 2000;
     c->ctx = zmq_ctx_new();
@@ -82,6 +89,13 @@ int fake_coord_send_raw(fake_coord *c, const void *const *frames, const size_t *
     return 0;
 }
 
+int fake_coord_reply(fake_coord *c, bool ok, const char *error, json_t *body) {
+    json_t *f = json_pack("{s:b}", "ok", ok);
+    if (error) json_object_set_new(f, "error", json_string(error));
+    if (body) json_object_set_new(f, "body", body);
+    return fake_coord_send(c, PROTO_REPLY, f);
+}
+
 static void record(fake_coord *c, const void *buf, size_t len) {
     proto_type t;
     json_t *f = NULL;
@@ -97,6 +111,7 @@ static void record(fake_coord *c, const void *buf, size_t len) {
         free(s);
     }
     json_array_append_new(c->log, json_pack("{s:s, s:o, s:f}", "t", proto_type_name(t), "f", f, "at", xd_now()));
+    if (c->respond && t >= PROTO_SUBMIT && t <= PROTO_WORKERS) c->respond(c, t, f, c->respond_ctx);
     if (!c->silent && (t == PROTO_HELLO || t == PROTO_HEARTBEAT))
         fake_coord_send(c, PROTO_WELCOME, json_pack("{s:s, s:i, s:i}", "worker_id", c->peer,
                                                     "heartbeat_ms", c->heartbeat_ms, "lease_ms", c->lease_ms));

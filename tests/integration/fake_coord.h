@@ -18,10 +18,18 @@ typedef struct fake_coord {
     int heartbeat_ms, lease_ms;
     json_t *log;          /* [{"t": type name, "f": fields, "at": seconds}] */
     size_t cursor;        /* expect() looks from here */
+    char curve_secret[41]; /* a CURVE server when set */
+    /* answers client requests (submit, query, ...); NULL: they go unanswered */
+    void (*respond)(struct fake_coord *c, proto_type t, json_t *fields, void *ctx);
+    void *respond_ctx;
 } fake_coord;
 
 /* Binds a new ROUTER to endpoint (NULL: a free port on 127.0.0.1). */
 int fake_coord_open(fake_coord *c, const char *endpoint);
+/* The same as a CURVE server with this secret key (Z85); any client key is let in. */
+int fake_coord_open_curve(fake_coord *c, const char *endpoint, const char *secret_z85);
+/* A reply {ok, error?, body?} to the peer of the request being answered (steals body). */
+int fake_coord_reply(fake_coord *c, bool ok, const char *error, json_t *body);
 void fake_coord_close(fake_coord *c);
 /* Closes the socket only (the coordinator is gone); fake_coord_rebind binds the same endpoint. */
 void fake_coord_unbind(fake_coord *c);

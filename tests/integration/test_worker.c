@@ -9,6 +9,7 @@
  *              listing the attempt it still runs; progress goes on
  *   drain      SIGTERM: draining, the child stopped, done "drained", exit 0
  *   garbage    undecodable, unknown, mistyped, multi-frame and oversized messages are ignored
+ *   curve      --keys: the worker is a CURVE client of a CURVE coordinator
  * usage: test_worker SCENARIO XWORKER XTRAIN FIXTURE_DIR TEACHER */
 #include "fake_coord.h"
 #include "test.h"
@@ -21,6 +22,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 static const char *xworker, *xtrain, *fixture, *teacher;
 static char tmp[256], workdir[512];
@@ -34,6 +36,8 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
+static const char *worker_keys; /* --keys DIR, or NULL */
+
 static pid_t start_worker(fake_coord *c) {
     char err[600];
     snprintf(err, sizeof err, "%s/worker.err", tmp);
@@ -43,7 +47,7 @@ static pid_t start_worker(fake_coord *c) {
         if (fd >= 0) dup2(fd, 2);
         execl(xworker, xworker, "--coordinator", c->endpoint, "--workdir", workdir, "--name", NAME,
               "--xtrain", xtrain, "--poll-ms", "100", "--grace", "5", "--heartbeat-ms", "200",
-              "--drain-timeout", "20", (char *)NULL);
+              "--drain-timeout", "20", worker_keys ? "--keys" : (char *)NULL, worker_keys, (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -400,6 +404,29 @@ static void scenario_garbage(fake_coord *c) {
     stop_worker(c);
 }
 
+/* CURVE: the worker with DIR/worker.key, worker.pub and server.pub talks to a CURVE server. */
+static void scenario_curve(fake_coord *c) {
+    json_t *h = hello(c);
+    CHECK_MSG(h && !strcmp(str(h, "worker"), NAME), "hello over CURVE");
+    stop_worker(c);
+}
+
+static int write_text(const char *dir, const char *name, const char *text) {
+    char p[700], line[64];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    snprintf(line, sizeof line, "%s\n", text);
+    return xd_write_file_atomic(p, line, strlen(line), NULL);
+}
+
+/* Keys for the curve scenario: the server's secret into server_secret. */
+static int make_keys(const char *dir, char server_secret[41]) {
+    char spub[41], wpub[41], wsec[41];
+    mkdir(dir, 0700);
+    if (zmq_curve_keypair(spub, server_secret) || zmq_curve_keypair(wpub, wsec)) return -1;
+    return write_text(dir, "server.pub", spub) || write_text(dir, "worker.pub", wpub) ||
+           write_text(dir, "worker.key", wsec) ? -1 : 0;
+}
+
 static void dump(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return;
@@ -422,7 +449,14 @@ int main(int argc, char **argv) {
     snprintf(workdir, sizeof workdir, "%s/work", tmp);
     signal(SIGPIPE, SIG_IGN);
     fake_coord c;
-    if (fake_coord_open(&c, NULL)) return 1;
+    char keys[600], secret[41];
+    snprintf(keys, sizeof keys, "%s/keys", tmp);
+    if (!strcmp(scenario, "curve")) {
+        if (make_keys(keys, secret) || fake_coord_open_curve(&c, NULL, secret)) return 1;
+        worker_keys = keys;
+    } else if (fake_coord_open(&c, NULL)) {
+        return 1;
+    }
     worker_pid = start_worker(&c);
     double t0 = xd_now();
     if (!strcmp(scenario, "run")) scenario_run(&c);
@@ -431,6 +465,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(scenario, "reconnect")) scenario_reconnect(&c);
     else if (!strcmp(scenario, "drain")) scenario_drain(&c);
     else if (!strcmp(scenario, "garbage")) scenario_garbage(&c);
+    else if (!strcmp(scenario, "curve")) scenario_curve(&c);
     else {
         fprintf(stderr, "unknown scenario %s\n", scenario);
         test_failures++;
