@@ -13,7 +13,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
-#define WORKER_ID_MAX 128
+#define WORKER_ID_MAX 512
 #define WORKER_PATH_MAX 1024
 #define WORKER_MAX_GPUS 64
 
@@ -30,6 +30,7 @@ typedef enum {
 typedef struct worker_attempt {
     struct worker *w;
     char id[WORKER_ID_MAX];
+    char dirname[WORKER_ID_MAX + 16]; /* the id as a file name (attempts/DIRNAME) */
     long long epoch;
     char job[WORKER_ID_MAX];
     char stage[32];
@@ -65,7 +66,7 @@ typedef struct worker {
     /* settings */
     char coordinator[512];
     char workdir[WORKER_PATH_MAX];
-    char name[WORKER_ID_MAX];
+    char name[129];
     char keys[WORKER_PATH_MAX]; /* empty: no CURVE */
     char xtrain[WORKER_PATH_MAX];
     worker_device devices[WORKER_MAX_GPUS];
@@ -82,6 +83,10 @@ typedef struct worker {
     int heartbeat_ms, lease_ms;
     double last_rx;        /* xd_now() of the last message from the coordinator */
     double backoff_s;      /* the next reconnect delay */
+    int welcomes;          /* on this socket: the first answers hello, later ones heartbeats */
+    bool coord_acks;       /* the coordinator answers heartbeats: its silence means it is gone */
+    int send_failures;     /* heartbeats in a row the socket would not take */
+    double last_hello;     /* xd_now() of the last hello sent */
     bool connected;        /* a socket exists (the coordinator may still be unreachable) */
     int reconnects;
     /* done messages kept until two later messages from the coordinator arrive on the same

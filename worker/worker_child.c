@@ -18,14 +18,26 @@ extern char **environ;
 #define WORKER_ERROR_LINES 20
 #define WORKER_ERROR_BYTES 4000
 
-static bool valid_id(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n >= WORKER_ID_MAX || s[0] == '.') return false;
-    for (const char *c = s; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              *c == '.' || *c == '_' || *c == '-' || *c == ':'))
-            return false;
-    return true;
+static bool plain_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+/* The attempt's directory name: the id when it is a plain name, else (the coordinator's ids are
+ * RUN/JOB#EPOCH) every other character as '_' and the first 8 hex digits of the id's SHA-256, so
+ * two ids never share a directory and no id reaches outside attempts/. */
+static void dir_name(const char *id, char *out, size_t cap) {
+    size_t n = strlen(id);
+    bool plain = n > 0 && n <= 200 && id[0] != '.';
+    for (const char *c = id; *c && plain; c++) plain = plain_char(*c);
+    if (plain) {
+        snprintf(out, cap, "%s", id);
+        return;
+    }
+    char hex[65];
+    xd_sha256_hex(id, n, hex);
+    size_t k = 0;
+    for (const char *c = id; *c && k < 200 && k + 1 < cap; c++, k++) out[k] = plain_char(*c) && !(k == 0 && *c == '.') ? *c : '_';
+    snprintf(out + k, cap - k, "-%.8s", hex);
 }
 
 /* mkdir -p */
@@ -318,6 +330,7 @@ int worker_start_attempt(worker *w, json_t *m) {
     const char *stage = json_string_value(json_object_get(m, "stage"));
     const char *out = json_string_value(json_object_get(m, "workdir"));
     snprintf(a->id, sizeof a->id, "%s", id ? id : "");
+    dir_name(a->id, a->dirname, sizeof a->dirname);
     snprintf(a->job, sizeof a->job, "%s", job ? job : "");
     snprintf(a->stage, sizeof a->stage, "%s", stage ? stage : "");
     uv_timer_init(w->loop, &a->kill_timer);
@@ -327,13 +340,13 @@ int worker_start_attempt(worker *w, json_t *m) {
 
     xd_err e = {{0}};
     int rc = 0;
-    if (!id || strlen(id) >= WORKER_ID_MAX || !valid_id(id)) {
-        rc = xd_fail(&e, "attempt id \"%.64s\" is not a plain name ([A-Za-z0-9._:-], not starting with a dot)", id ? id : "");
+    if (!id || !*id || strlen(id) >= WORKER_ID_MAX) {
+        rc = xd_fail(&e, "the attempt id is empty or longer than %d bytes", WORKER_ID_MAX - 1);
     } else if (!stage || !worker_stage_known(stage)) {
         rc = xd_fail(&e, "unknown stage \"%.64s\" (init, align, distill, merge, eval, prepare)", stage ? stage : "");
     } else if (!out || !*out) {
         rc = xd_fail(&e, "the assign has an empty workdir");
-    } else if (snprintf(a->dir, sizeof a->dir, "%s/attempts/%s", w->workdir, a->id) >= (int)sizeof a->dir ||
+    } else if (snprintf(a->dir, sizeof a->dir, "%s/attempts/%s", w->workdir, a->dirname) >= (int)sizeof a->dir ||
                (out[0] == '/' ? snprintf(a->out, sizeof a->out, "%s", out)
                               : snprintf(a->out, sizeof a->out, "%s/%s", w->workdir, out)) >= (int)sizeof a->out) {
         rc = xd_fail(&e, "paths too long");

@@ -1,7 +1,11 @@
 /* The DEALER socket to the coordinator, polled by libuv through ZMQ_FD. ZMQ_FD is edge
  * triggered: after every send and receive ZMQ_EVENTS is read again and incoming messages are
- * drained while it says POLLIN. Silence from the coordinator for WORKER_SILENT_BEATS heartbeat
- * periods closes the socket and opens a new one after an exponential backoff. */
+ * drained while it says POLLIN.
+ * Liveness, two ways: ZMTP heartbeats (ZMQ_HEARTBEAT_IVL/TIMEOUT, answered by the peer's libzmq)
+ * drop a dead TCP connection, which libzmq then re-establishes by itself; and when the
+ * coordinator answers heartbeats (a second welcome on one socket shows it does), its silence for
+ * WORKER_SILENT_BEATS heartbeat periods closes the socket and opens a new one after an
+ * exponential backoff, and the worker says hello again. */
 #include "worker.h"
 #include "worker_keys.h"
 
@@ -148,6 +152,7 @@ void worker_send_done(worker *w, json_t *fields) {
 }
 
 void worker_send_hello(worker *w) {
+    w->last_hello = xd_now();
     json_t *f = json_pack("{s:s, s:I, s:o, s:o}", "worker", w->name, "pid", (json_int_t)getpid(),
                           "devices", worker_devices_json(w), "running", worker_running(w));
     worker_send(w, PROTO_HELLO, f);
@@ -162,10 +167,13 @@ int worker_conn_open(worker *w, xd_err *e) {
     if (!s) return xd_fail(e, "zmq_socket: %s", zmq_strerror(zmq_errno()));
     int linger = 0, one = 1;
     int64_t maxmsg = PROTO_MAX_MESSAGE;
+    int hb_ivl = w->heartbeat_ms, hb_timeout = WORKER_SILENT_BEATS * w->heartbeat_ms;
     if (zmq_setsockopt(s, ZMQ_ROUTING_ID, w->name, strlen(w->name)) ||
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) ||
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
-        zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE, &one, sizeof one)) {
+        zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE, &one, sizeof one) ||
+        zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
+        zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout)) {
         xd_fail(e, "socket options: %s", zmq_strerror(zmq_errno()));
         zmq_close(s);
         return -1;
@@ -193,6 +201,9 @@ int worker_conn_open(worker *w, xd_err *e) {
     w->poll = p;
     w->connected = true;
     w->last_rx = xd_now();
+    w->welcomes = 0;
+    w->coord_acks = false;
+    w->send_failures = 0;
     xd_info("connecting to %s as %s%s", w->coordinator, w->name, w->keys[0] ? " (CURVE)" : "");
     worker_send_hello(w);
     return 0;
@@ -228,18 +239,30 @@ static void on_reconnect(uv_timer_t *t) {
     }
 }
 
+static void reconnect_later(worker *w, const char *why) {
+    xd_warn("%s: reconnecting in %.2f s", why, w->backoff_s);
+    worker_conn_close(w);
+    uv_timer_start(&w->reconnect_timer, on_reconnect, (uint64_t)(w->backoff_s * 1000), 0);
+    w->backoff_s = w->backoff_s * 2 > WORKER_BACKOFF_MAX_S ? WORKER_BACKOFF_MAX_S : w->backoff_s * 2;
+}
+
 static void on_heartbeat(uv_timer_t *t) {
     worker *w = t->data;
     if (!w->sock || w->exiting) return;
     double silent = xd_now() - w->last_rx;
-    if (silent > WORKER_SILENT_BEATS * w->heartbeat_ms / 1000.0) {
-        xd_warn("no message from the coordinator for %.1f s: reconnecting in %.2f s", silent, w->backoff_s);
-        worker_conn_close(w);
-        uv_timer_start(&w->reconnect_timer, on_reconnect, (uint64_t)(w->backoff_s * 1000), 0);
-        w->backoff_s = w->backoff_s * 2 > WORKER_BACKOFF_MAX_S ? WORKER_BACKOFF_MAX_S : w->backoff_s * 2;
+    char why[128];
+    if (w->coord_acks && silent > WORKER_SILENT_BEATS * w->heartbeat_ms / 1000.0) {
+        snprintf(why, sizeof why, "no message from the coordinator for %.1f s", silent);
+        reconnect_later(w, why);
         return;
     }
-    worker_send(w, PROTO_HEARTBEAT, json_pack("{s:s, s:o}", "worker", w->name, "running", worker_running(w)));
+    if (worker_send(w, PROTO_HEARTBEAT, json_pack("{s:s, s:o}", "worker", w->name, "running", worker_running(w))) == 0) {
+        w->send_failures = 0;
+    } else if (++w->send_failures >= WORKER_SILENT_BEATS) {
+        /* no connection that libzmq will bring back (it gives up after a protocol error) */
+        snprintf(why, sizeof why, "%d heartbeats could not be sent", w->send_failures);
+        reconnect_later(w, why);
+    }
 }
 
 void worker_conn_start_timers(worker *w) {

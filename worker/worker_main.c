@@ -141,7 +141,7 @@ static int setup(worker *w, int argc, char **argv) {
                     : poll_ms < 10 || poll_ms > 60000 ? "--poll-ms must be in [10, 60000]"
                     : heartbeat_ms < 50 || heartbeat_ms > 600000 ? "--heartbeat-ms must be in [50, 600000]"
                     : strlen(coordinator) >= sizeof w->coordinator ? "--coordinator is too long"
-                    : name && (!*name || strlen(name) >= sizeof w->name) ? "--name must have 1 to 127 characters"
+                    : name && (!*name || strlen(name) >= sizeof w->name) ? "--name must have 1 to 128 characters"
                     : NULL;
     if (bad) {
         fprintf(stderr, "xworker: %s\n", bad);

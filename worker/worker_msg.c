@@ -36,6 +36,10 @@ static void on_welcome(worker *w, json_t *f) {
         xd_warn("welcome with heartbeat_ms %lld ignored (50..600000)", hb);
         return;
     }
+    if (++w->welcomes == 2) {
+        w->coord_acks = true;
+        xd_debug("the coordinator answers heartbeats: its silence will mean it is gone");
+    }
     if (hb != w->heartbeat_ms || lease != w->lease_ms)
         xd_info("welcome as %s: heartbeat every %lld ms, lease %lld ms", str_field(f, "worker_id"), hb, lease);
     w->lease_ms = (int)(lease > 0 && lease < 3600000 ? lease : 0);
@@ -96,6 +100,9 @@ void worker_handle(worker *w, proto_type t, json_t *f) {
         break;
     case PROTO_ERROR:
         xd_warn("the coordinator refused a message: %lld %s", int_field(f, "code"), str_field(f, "message"));
+        /* 404: it does not know this worker (it restarted, or lost the hello): hello again, at
+           most once a heartbeat period */
+        if (int_field(f, "code") == 404 && xd_now() - w->last_hello >= w->heartbeat_ms / 1000.0) worker_send_hello(w);
         break;
     default:
         xd_warn("unexpected %s from the coordinator, ignored", proto_type_name(t));

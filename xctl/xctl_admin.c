@@ -13,7 +13,15 @@ int xctl_cmd_control(xctl *x) {
     } else {
         char buf[256];
         json_t *msg = json_is_string(body) ? body : xctl_get(body, "message|state");
-        printf("%s %s: %s\n", x->command, x->pos[0], msg ? xctl_text(msg, buf, sizeof buf) : "ok");
+        json_t *jobs = xctl_get(body, "jobs");
+        if (json_is_array(jobs)) { /* the jobs the action changed */
+            printf("%s %s: %zu job%s", x->command, x->pos[0], json_array_size(jobs), json_array_size(jobs) == 1 ? "" : "s");
+            for (size_t i = 0; i < json_array_size(jobs); i++)
+                printf("%s%s", i ? ", " : " (", xctl_text(json_array_get(jobs, i), buf, sizeof buf));
+            printf("%s\n", json_array_size(jobs) ? ")" : "");
+        } else {
+            printf("%s %s: %s\n", x->command, x->pos[0], msg ? xctl_text(msg, buf, sizeof buf) : "ok");
+        }
     }
     json_decref(body);
     return XCTL_OK;
@@ -48,7 +56,8 @@ static const char *devices_cell(json_t *devs, char *buf, size_t cap) {
 
 /* "1.2 s", from an age in seconds (heartbeat_age) or milliseconds (heartbeat_age_ms). */
 static const char *age_cell(json_t *w, char *buf, size_t cap) {
-    json_t *s = xctl_get(w, "heartbeat_age|heartbeat_age_s|age"), *ms = xctl_get(w, "heartbeat_age_ms|age_ms");
+    json_t *s = xctl_get(w, "last_heartbeat_age_s|heartbeat_age|heartbeat_age_s|age"),
+           *ms = xctl_get(w, "heartbeat_age_ms|age_ms");
     if (json_is_number(s)) snprintf(buf, cap, "%.1f s", json_number_value(s));
     else if (json_is_number(ms)) snprintf(buf, cap, "%.1f s", json_number_value(ms) / 1000);
     else return xctl_time(xctl_get(w, "last_heartbeat|heartbeat"), buf, cap);

@@ -69,8 +69,8 @@ static json_t *as_object(json_t *v) {
 
 json_t *xctl_metrics(json_t *job) {
     json_t *m = as_object(xctl_get(job, "metrics|latest_metrics|latest|progress|last_metrics"));
-    /* a progress record {step, total, metrics: LINE}: the line's fields join it */
-    json_t *inner = m ? as_object(json_object_get(m, "metrics")) : NULL;
+    /* a progress record {step, total, line|metrics: LINE}: the line's fields join it */
+    json_t *inner = m ? as_object(xctl_get(m, "line|metrics")) : NULL;
     if (inner) {
         json_object_update_missing(m, inner);
         json_decref(inner);

@@ -112,7 +112,7 @@ static void record(fake_coord *c, const void *buf, size_t len) {
     }
     json_array_append_new(c->log, json_pack("{s:s, s:o, s:f}", "t", proto_type_name(t), "f", f, "at", xd_now()));
     if (c->respond && t >= PROTO_SUBMIT && t <= PROTO_WORKERS) c->respond(c, t, f, c->respond_ctx);
-    if (!c->silent && (t == PROTO_HELLO || t == PROTO_HEARTBEAT))
+    if (!c->silent && (t == PROTO_HELLO || (t == PROTO_HEARTBEAT && !c->hello_only)))
         fake_coord_send(c, PROTO_WELCOME, json_pack("{s:s, s:i, s:i}", "worker_id", c->peer,
                                                     "heartbeat_ms", c->heartbeat_ms, "lease_ms", c->lease_ms));
 }

@@ -15,6 +15,7 @@ typedef struct fake_coord {
     char peer[256];       /* the last worker identity heard */
     size_t peer_len;
     bool silent;          /* true: hello and heartbeat go unanswered */
+    bool hello_only;      /* true: hello is answered, heartbeats are not */
     int heartbeat_ms, lease_ms;
     json_t *log;          /* [{"t": type name, "f": fields, "at": seconds}] */
     size_t cursor;        /* expect() looks from here */

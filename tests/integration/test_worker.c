@@ -10,10 +10,13 @@
  *   drain      SIGTERM: draining, the child stopped, done "drained", exit 0
  *   garbage    undecodable, unknown, mistyped, multi-frame and oversized messages are ignored
  *   curve      --keys: the worker is a CURVE client of a CURVE coordinator
+ *   quiet      a coordinator that does not answer heartbeats: no reconnect churn; error 404
+ *              brings a hello; the connection comes back after a coordinator restart
  * usage: test_worker SCENARIO XWORKER XTRAIN FIXTURE_DIR TEACHER */
 #include "fake_coord.h"
 #include "test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -237,12 +240,22 @@ static void scenario_run(fake_coord *c) {
                   strstr(str(done, "error"), "--window must be at least 1"),
               "init's flags: %s", done ? str(done, "error") : "(no done)");
 
-    /* an attempt id that is not a plain name never becomes a path */
-    assign(c, "../evil", 1, "align", cfg, out);
-    done = expect_for(c, PROTO_DONE, "../evil", 10000);
-    CHECK_MSG(done && json_is_false(json_object_get(done, "ok")) && strstr(str(done, "error"), "not a plain name"),
-              "a bad attempt id is refused: %s", done ? str(done, "error") : "(no done)");
-    snprintf(p, sizeof p, "%s/evil", workdir);
+    /* the coordinator's ids (RUN/JOB#EPOCH) become plain directory names inside attempts/ */
+    const char *id = "run-1/../../evil#2";
+    assign(c, id, 2, "align", "stepz: 3\n", out);
+    done = expect_for(c, PROTO_DONE, id, 60000);
+    CHECK_MSG(done && num(done, "exit_code") == 2, "%s runs", id);
+    snprintf(p, sizeof p, "%s/attempts", workdir);
+    DIR *d = opendir(p);
+    int found = 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        if (strncmp(de->d_name, "run-1_.._.._evil_2-", 19) || strlen(de->d_name) != 27) continue;
+        snprintf(p, sizeof p, "%s/attempts/%s/config.yaml", workdir, de->d_name);
+        found += xd_file_exists(p);
+    }
+    if (d) closedir(d);
+    CHECK_MSG(found == 1, "attempts/run-1_.._.._evil_2-HASH/config.yaml");
+    snprintf(p, sizeof p, "%s/evil", tmp);
     CHECK(!xd_file_exists(p));
     stop_worker(c);
 }
@@ -379,7 +392,7 @@ static void scenario_garbage(fake_coord *c) {
     fake_coord_send(c, PROTO_PROGRESS, json_pack("{s:s, s:i, s:i, s:i, s:s}", "attempt", "x", "epoch", 1, "step", 1,
                                                  "total", 1, "metrics", "{}"));
     fake_coord_send(c, PROTO_REPLY, json_pack("{s:b}", "ok", 1));
-    fake_coord_send(c, PROTO_WELCOME, json_pack("{s:s, s:i, s:i}", "worker_id", NAME, "heartbeat_ms", 1, "lease_ms", -5));
+    fake_coord_send(c, PROTO_WELCOME, json_pack("{s:s, s:i, s:i}", "worker_id", NAME, "heartbeat_ms", 1, "lease_ms", 1));
     fake_coord_send(c, PROTO_CANCEL, json_pack("{s:s, s:i, s:s}", "attempt", "nope", "epoch", 1, "reason", "x"));
     fake_coord_send(c, PROTO_FENCE, json_pack("{s:s, s:i}", "attempt", "nope", "epoch", 1));
     fake_coord_send(c, PROTO_ERROR, json_pack("{s:i, s:s}", "code", 400, "message", "a test error"));
@@ -401,6 +414,26 @@ static void scenario_garbage(fake_coord *c) {
     CHECK(expect_for(c, PROTO_ACCEPT, "g1", 10000) != NULL);
     json_t *done = expect_for(c, PROTO_DONE, "g1", 60000);
     CHECK(done && num(done, "exit_code") == 2);
+    stop_worker(c);
+}
+
+/* A coordinator that answers hello but not heartbeats (welcome on join only): the worker keeps
+ * its socket (no reconnect churn), says hello again when told it is unknown (error 404), and
+ * libzmq brings the connection back after the coordinator restarts. */
+static void scenario_quiet(fake_coord *c) {
+    c->hello_only = true;
+    if (!hello(c)) return;
+    double t = xd_now();
+    fake_coord_pump(c, 2500);
+    CHECK_MSG(fake_coord_count_since(c, PROTO_HELLO, t) == 0, "no reconnect when heartbeats are not answered");
+    CHECK_MSG(fake_coord_count_since(c, PROTO_HEARTBEAT, t) >= 8, "heartbeats (%d)", fake_coord_count_since(c, PROTO_HEARTBEAT, t));
+    fake_coord_send(c, PROTO_ERROR, json_pack("{s:i, s:s}", "code", 404, "message", "unknown worker: send hello"));
+    CHECK_MSG(fake_coord_expect(c, PROTO_HELLO, 3000) != NULL, "hello after error 404");
+    fake_coord_unbind(c);
+    sleep_ms(1500);
+    CHECK(fake_coord_rebind(c) == 0);
+    t = xd_now();
+    CHECK_MSG(fake_coord_expect(c, PROTO_HEARTBEAT, 20000) != NULL, "heartbeats reach the restarted coordinator");
     stop_worker(c);
 }
 
@@ -466,6 +499,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(scenario, "drain")) scenario_drain(&c);
     else if (!strcmp(scenario, "garbage")) scenario_garbage(&c);
     else if (!strcmp(scenario, "curve")) scenario_curve(&c);
+    else if (!strcmp(scenario, "quiet")) scenario_quiet(&c);
     else {
         fprintf(stderr, "unknown scenario %s\n", scenario);
         test_failures++;

@@ -80,7 +80,17 @@ typedef struct script {
     json_t *last;       /* the last request: {"t", "f"} */
 } script;
 
+/* A job as xcoord's query reports it: metrics {step, total, time, line (parsed), attempt}. */
 static json_t *job(const char *name, const char *stage, const char *state, int step, int total, double loss) {
+    char id[128];
+    snprintf(id, sizeof id, "run-1/%s", name);
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:{s:i, s:i, s:f, s:{s:i, s:f, s:f}, s:s}}", "id", id, "name", name,
+                     "stage", stage, "state", state, "attempts", 1, "metrics", "step", step, "total", total, "time",
+                     1700000000.5, "line", "step", step, "loss", loss, "lr", 0.01, "attempt", "run-1/x#1");
+}
+
+/* The tolerated other shape: the latest progress as a metrics.jsonl line in a string. */
+static json_t *job_alt(const char *name, const char *stage, const char *state, int step, int total, double loss) {
     char line[256];
     snprintf(line, sizeof line, "{\"step\":%d,\"loss\":%g,\"lr\":0.01}", step, loss);
     return json_pack("{s:s, s:s, s:s, s:i, s:{s:i, s:i, s:s}}", "name", name, "stage", stage, "state", state,
@@ -94,22 +104,23 @@ static void respond(fake_coord *c, proto_type t, json_t *f, void *ctx) {
     const char *run = json_string_value(json_object_get(f, "run"));
     switch (t) {
     case PROTO_SUBMIT:
-        fake_coord_reply(c, true, NULL, json_pack("{s:s}", "run", "run-1"));
+        fake_coord_reply(c, true, NULL, json_pack("{s:s, s:s, s:[s]}", "run", "run-1", "name", "smol", "jobs", "run-1/init"));
         break;
     case PROTO_QUERY:
         if (!run) {
             fake_coord_reply(c, true, NULL,
-                             json_pack("{s:[{s:s, s:s, s:s, s:i, s:[o, o]}, {s:s, s:s, s:s, s:s}]}", "runs", "id", "run-1",
-                                       "name", "smol", "state", "running", "created", 1700000000, "jobs",
-                                       job("align", "align", "running", 12, 100, 0.0231),
-                                       job("prep", "prepare", "succeeded", 0, 0, 0), "id", "run-2", "name", "old",
-                                       "state", "failed", "created", "2024-01-01T00:00:00Z"));
+                             json_pack("{s:[{s:s, s:s, s:s, s:f, s:{s:i, s:i}}, {s:s, s:s, s:s, s:s, s:[o, o]}], s:{}}",
+                                       "runs", "id", "run-1", "name", "smol", "state", "running", "created", 1700000000.25,
+                                       "jobs", "running", 1, "succeeded", 1, "id", "run-2", "name", "old", "state",
+                                       "failed", "created", "2024-01-01T00:00:00Z", "jobs",
+                                       job_alt("align", "align", "failed", 12, 100, 0.0231),
+                                       job_alt("prep", "prepare", "succeeded", 0, 0, 0), "coordinator"));
         } else if (!strcmp(run, "run-1")) {
             s->wait_calls++;
             const char *state = s->wait_end && s->wait_calls >= 3 ? s->wait_end : "running";
             fake_coord_reply(c, true, NULL,
-                             json_pack("{s:s, s:s, s:s, s:i, s:[o, o]}", "id", "run-1", "name", "smol", "state", state,
-                                       "created", 1700000000, "jobs",
+                             json_pack("{s:{s:s, s:s, s:s, s:f}, s:[o, o]}", "run", "id", "run-1", "name", "smol", "state",
+                                       state, "created", 1700000000.0, "jobs",
                                        job("align", "align", state, 12 * s->wait_calls, 100, 0.0231),
                                        job("prep", "prepare", "succeeded", 0, 0, 0)));
         } else {
@@ -120,23 +131,33 @@ static void respond(fake_coord *c, proto_type t, json_t *f, void *ctx) {
         if (!strcmp(json_string_value(json_object_get(f, "target")), "refused"))
             fake_coord_send(c, PROTO_ERROR, json_pack("{s:i, s:s}", "code", 403, "message", "not allowed"));
         else
-            fake_coord_reply(c, true, NULL, json_pack("{s:s}", "state", "done"));
+            fake_coord_reply(c, true, NULL, json_pack("{s:s, s:s, s:[s]}", "action", json_string_value(json_object_get(f, "action")),
+                                                      "target", json_string_value(json_object_get(f, "target")), "jobs", "run-1/align"));
         break;
     case PROTO_LOG_TAIL:
+        /* xcoord's shape: the relayed progress records, no state */
         s->log_calls++;
-        if (s->log_calls == 1) fake_coord_reply(c, true, NULL, json_pack("{s:[s, s], s:s}", "lines", "line a", "line b", "state", "running"));
-        else fake_coord_reply(c, true, NULL, json_pack("{s:[s, s], s:s}", "lines", "line b", "line c", "state", "succeeded"));
+        {
+            char l1[16], l2[16];
+            snprintf(l1, sizeof l1, "line %c", 'a' + s->log_calls - 1);
+            snprintf(l2, sizeof l2, "line %c", 'a' + s->log_calls);
+            fake_coord_reply(c, true, NULL,
+                             json_pack("{s:s, s:[{s:s, s:i, s:i, s:s}, {s:s, s:i, s:i, s:s}]}", "job", "run-1/align", "lines",
+                                       "attempt", "a#1", "step", s->log_calls, "total", 100, "line", l1, "attempt", "a#1",
+                                       "step", s->log_calls + 1, "total", 100, "line", l2));
+        }
         break;
     case PROTO_EVENTS:
         fake_coord_reply(c, true, NULL,
-                         json_pack("{s:[{s:i, s:i, s:s, s:s, s:s, s:s}]}", "events", "id", 7, "time", 1700000000,
-                                   "run", "run-1", "job", "align", "kind", "assigned", "message", "to w1"));
+                         json_pack("{s:[{s:i, s:f, s:s, s:s, s:s, s:s, s:n}], s:i}", "events", "id", 7, "time", 1700000000.0,
+                                   "run", "run-1", "job", "run-1/align", "kind", "assigned", "message", "to w1", "attempt", "last", 7));
         break;
     case PROTO_WORKERS:
         fake_coord_reply(c, true, NULL,
-                         json_pack("[{s:s, s:[{s:s, s:i, s:s, s:i}], s:f, s:s, s:b}]", "name", "w1", "devices", "kind",
-                                   "cuda", "index", 0, "name", "NVIDIA H100", "memory_mb", 81559, "heartbeat_age", 0.4,
-                                   "current_attempt", "att-3", "draining", 0));
+                         json_pack("{s:[{s:s, s:s, s:[{s:s, s:i, s:s, s:i}, {s:s, s:i, s:s, s:i}], s:f, s:s, s:b}], s:{}}", "workers",
+                                   "name", "w1", "state", "alive", "devices", "kind", "cuda", "index", 0, "name", "NVIDIA H100",
+                                   "memory_mb", 81559, "kind", "cuda", "index", 1, "name", "NVIDIA H100", "memory_mb", 81559,
+                                   "last_heartbeat_age_s", 0.4, "attempt", "att-3", "draining", 0, "coordinator"));
         break;
     default:
         break;
@@ -262,7 +283,8 @@ static void commands(fake_coord *c, script *s) {
     setenv("XCTL_COORDINATOR", ep, 1);
     EXPECT_RC(0, c, "status");
     CHECK_MSG(strstr(out, "RUN") && strstr(out, "CREATED") && strstr(out, "run-1") && strstr(out, "smol") &&
-                  strstr(out, "1/2 succeeded") && strstr(out, "run-2") && strstr(out, "2024-01-01T00:00:00Z"),
+                  strstr(out, "running=1 succeeded=1") && strstr(out, "1/2 succeeded") && strstr(out, "run-2") &&
+                  strstr(out, "2024-01-01T00:00:00Z") && strstr(out, "2023-11-1"),
               "runs table:\n%s", out);
     CHECK(!strcmp(last_type(s), "query") && !last_field(s, "run"));
     EXPECT_RC(0, c, "status", "--json");
@@ -282,6 +304,9 @@ static void commands(fake_coord *c, script *s) {
         CHECK_MSG(!strcmp(last_type(s), "control") && !strcmp(last_str(s, "action"), actions[i]) &&
                       !strcmp(last_str(s, "target"), "target-1"),
                   "%s sends control", actions[i]);
+        char want[128];
+        snprintf(want, sizeof want, "%s target-1: 1 job (run-1/align)\n", actions[i]);
+        CHECK_MSG(!strcmp(out, want), "%s prints: %s", actions[i], out);
     }
     EXPECT_RC(0, c, "--json", "cancel", "run-1");
     CHECK(parses(out));
@@ -289,23 +314,30 @@ static void commands(fake_coord *c, script *s) {
     CHECK(strstr(err, "not allowed (code 403)"));
 
     EXPECT_RC(0, c, "workers");
-    CHECK_MSG(strstr(out, "WORKER") && strstr(out, "w1") && strstr(out, "cuda 0 (NVIDIA H100)") && strstr(out, "0.4 s") &&
+    CHECK_MSG(strstr(out, "WORKER") && strstr(out, "w1") && strstr(out, "cuda 0,1 (NVIDIA H100)") && strstr(out, "0.4 s") &&
                   strstr(out, "att-3"),
               "workers table:\n%s", out);
     EXPECT_RC(0, c, "workers", "--json");
     CHECK(parses(out));
     EXPECT_RC(0, c, "events", "run-1", "--since", "3");
-    CHECK_MSG(strstr(out, "assigned") && strstr(out, "to w1") && strstr(out, "align"), "events table:\n%s", out);
+    CHECK_MSG(strstr(out, "assigned") && strstr(out, "to w1") && strstr(out, "run-1/align") && strstr(out, "2023-11-1"),
+              "events table:\n%s", out);
     CHECK(json_integer_value(last_field(s, "since")) == 3);
     EXPECT_RC(0, c, "--json", "events", "run-1");
     CHECK(parses(out));
 
     s->log_calls = 0;
-    EXPECT_RC(0, c, "logs", "align", "--lines", "20");
-    CHECK(!strcmp(out, "line a\nline b\n") && json_integer_value(last_field(s, "lines")) == 20);
+    EXPECT_RC(0, c, "logs", "run-1/align", "--lines", "20");
+    CHECK_MSG(!strcmp(out, "step 1/100  line a\nstep 2/100  line b\n") && json_integer_value(last_field(s, "lines")) == 20,
+              "logs:\n%s", out);
+    /* -f: new lines only, until the job (looked up in its run) has ended */
     s->log_calls = 0;
-    EXPECT_RC(0, c, "logs", "align", "-f", "--interval", "0.1");
-    CHECK_MSG(!strcmp(out, "line a\nline b\nline c\n"), "logs -f prints each line once:\n%s", out);
+    s->wait_calls = 0;
+    s->wait_end = "succeeded";
+    EXPECT_RC(0, c, "logs", "run-1/align", "-f", "--interval", "0.1");
+    CHECK_MSG(!strcmp(out, "step 1/100  line a\nstep 2/100  line b\nstep 3/100  line c\nstep 4/100  line d\n") &&
+                  s->log_calls == 3,
+              "logs -f prints each line once:\n%s", out);
 
     /* wait: running, running, then the end */
     s->wait_calls = 0;
