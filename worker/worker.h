@@ -35,7 +35,7 @@ typedef struct worker_attempt {
     char job[WORKER_ID_MAX];
     char stage[32];
     char dir[WORKER_PATH_MAX]; /* WORKDIR/attempts/ID */
-    char out[WORKER_PATH_MAX]; /* the stage's out directory (the assign's workdir) */
+    char out[WORKER_PATH_MAX]; /* the stage's out: the config's, else the assign's workdir */
     long total;                /* the config's steps, else 0 */
     uv_process_t proc;
     bool proc_init, spawned, exited;
@@ -145,9 +145,11 @@ typedef struct worker_argv {
     char **argv; /* NULL-terminated; every string malloc'd */
     int argc;
 } worker_argv;
+/* out: in, the assign's workdir; out, what the stage writes to (the config's out, relative to
+ * base, when it has one). */
 int worker_stage_argv(const char *xtrain, const char *stage, const char *config_path,
-                      const char *config_text, const char *out, worker_argv *av, long *total,
-                      xd_err *e);
+                      const char *config_text, const char *base, char *out, size_t out_cap,
+                      worker_argv *av, long *total, xd_err *e);
 void worker_argv_free(worker_argv *av);
 bool worker_stage_known(const char *stage);
 

@@ -146,11 +146,18 @@ static void close_attempt(worker_attempt *a) {
     uv_close((uv_handle_t *)&a->kill_timer, on_closed);
 }
 
+/* What the stage made: a training stage's OUT/model, else OUT (init's and merge's model, eval's
+ * report, prepare's shards). */
 static json_t *done_fields(const worker_attempt *a, bool ok, int exit_code, const char *error) {
     json_t *err = json_string(error ? error : "");
     if (!err) err = json_string("(the log is not UTF-8)");
-    return json_pack("{s:s, s:I, s:b, s:i, s:o, s:s}", "attempt", a->id, "epoch", (json_int_t)a->epoch,
-                     "ok", ok, "exit_code", exit_code, "error", err, "output", a->out);
+    char output[WORKER_PATH_MAX + 8];
+    snprintf(output, sizeof output, "%s/model", a->out);
+    if (!(!strcmp(a->stage, "align") || !strcmp(a->stage, "distill")) || !xd_is_dir(output))
+        snprintf(output, sizeof output, "%s", a->out);
+    json_t *out = json_string(output);
+    return json_pack("{s:s, s:I, s:b, s:i, s:o, s:o}", "attempt", a->id, "epoch", (json_int_t)a->epoch, "ok", ok,
+                     "exit_code", exit_code, "error", err, "output", out ? out : json_string(""));
 }
 
 static void on_exit(uv_process_t *p, int64_t status, int term_signal) {
@@ -233,17 +240,21 @@ static int launch(worker *w, worker_attempt *a, json_t *m, xd_err *e) {
         at += (size_t)n;
     }
     if (make_dirs(a->dir, e)) return -1;
+    snprintf(path, sizeof path, "%s/config.yaml", a->dir);
+    if (xd_write_file_atomic(path, config, strlen(config), e)) return -1;
+    worker_argv av;
+    if (worker_stage_argv(w->xtrain, a->stage, path, config, w->workdir, a->out, sizeof a->out, &av, &a->total, e))
+        return -1;
     char *slash = strrchr(a->out, '/');
     if (slash && slash != a->out) {
         *slash = 0;
         int rc = make_dirs(a->out, e);
         *slash = '/';
-        if (rc) return -1;
+        if (rc) {
+            worker_argv_free(&av);
+            return -1;
+        }
     }
-    snprintf(path, sizeof path, "%s/config.yaml", a->dir);
-    if (xd_write_file_atomic(path, config, strlen(config), e)) return -1;
-    worker_argv av;
-    if (worker_stage_argv(w->xtrain, a->stage, path, config, a->out, &av, &a->total, e)) return -1;
     worker_tail_init(a);
 
     snprintf(path, sizeof path, "%s/log.txt", a->dir);

@@ -1,8 +1,10 @@
 /* The child's command line. Stages with a settings file (align, distill, merge, eval) run as
- *   xtrain STAGE --config FILE --set out=OUT
+ *   xtrain STAGE --config FILE [--set out=OUT]
  * init and prepare take flags, so their YAML mapping is turned into flags: `key: value` becomes
  * `--key value` (underscores become dashes), `key: true` a bare `--key`, `key: false` nothing,
- * and prepare's `inputs` (a string or a list) the positional INPUTs; `--out OUT` is added. */
+ * and prepare's `inputs` (a string or a list) the positional INPUTs; `--out OUT` is added.
+ * OUT is the config's `out` when it has one (eval's is the report file inside the workdir),
+ * else the assign's workdir, which is then set as the stage's out. */
 #include "worker.h"
 
 #include <stdio.h>
@@ -51,6 +53,7 @@ typedef struct yaml_entry {
     char **values;
     int n_values;
     bool list;
+    bool nested; /* holds mappings or lists: only a --config stage takes it */
 } yaml_entry;
 
 typedef struct yaml_map {
@@ -121,13 +124,11 @@ static int parse_map(const char *text, yaml_map *m, xd_err *e) {
                 it->list = true;
                 for (yaml_node_item_t *i = v->data.sequence.items.start; rc == 0 && i < v->data.sequence.items.top; i++) {
                     yaml_node_t *x = yaml_document_get_node(&doc, *i);
-                    if (!x || x->type != YAML_SCALAR_NODE)
-                        rc = xd_fail(e, "config: \"%s\": a list of plain values expected", it->key);
-                    else
-                        rc = add_value(it, (const char *)x->data.scalar.value, e);
+                    if (x && x->type == YAML_SCALAR_NODE) rc = add_value(it, (const char *)x->data.scalar.value, e);
+                    else it->nested = true; /* e.g. data: [{path, weight}]: for xtrain to read */
                 }
             } else {
-                it->list = true; /* a nested mapping: only the stages with --config take those */
+                it->list = it->nested = true; /* a mapping: only the stages with --config take those */
             }
         }
     }
@@ -147,7 +148,7 @@ static int flags_from_map(const char *stage, const yaml_map *m, worker_argv *av,
     for (int i = 0; i < m->count; i++) {
         const yaml_entry *it = &m->items[i];
         if (!strcmp(it->key, "out") || (!strcmp(stage, "prepare") && !strcmp(it->key, "inputs"))) continue;
-        if (it->list) return xd_fail(e, "config: \"%s\": %s takes one value per setting", it->key, stage);
+        if (it->list) return xd_fail(e, "config: \"%s\": %s takes one plain value per setting", it->key, stage);
         char flag[160];
         size_t n = strlen(it->key);
         if (n == 0 || n > 128 || it->key[0] == '-')
@@ -168,8 +169,8 @@ static int flags_from_map(const char *stage, const yaml_map *m, worker_argv *av,
 }
 
 int worker_stage_argv(const char *xtrain, const char *stage, const char *config_path,
-                      const char *config_text, const char *out, worker_argv *av, long *total,
-                      xd_err *e) {
+                      const char *config_text, const char *base, char *out, size_t out_cap,
+                      worker_argv *av, long *total, xd_err *e) {
     memset(av, 0, sizeof *av);
     *total = 0;
     if (!worker_stage_known(stage)) return xd_fail(e, "unknown stage \"%s\"", stage);
@@ -181,14 +182,25 @@ int worker_stage_argv(const char *xtrain, const char *stage, const char *config_
         long s = strtol(steps->values[0], &end, 10);
         if (*end == 0 && s > 0) *total = s;
     }
-    int rc = push(av, xtrain, e) || push(av, stage, e) ? -1 : 0;
+    const yaml_entry *own = map_get(&m, "out");
+    int rc = 0;
+    if (own && (own->list || !own->values[0][0])) {
+        rc = xd_fail(e, "config: \"out\" must be a path");
+    } else if (own) {
+        const char *o = own->values[0];
+        int n = o[0] == '/' ? snprintf(out, out_cap, "%s", o) : snprintf(out, out_cap, "%s/%s", base, o);
+        if (n < 0 || (size_t)n >= out_cap) rc = xd_fail(e, "config: \"out\" is too long");
+    }
+    if (rc == 0) rc = push(av, xtrain, e) || push(av, stage, e) ? -1 : 0;
     if (rc == 0 && in_list(stage, config_stages, 4)) {
         char set[WORKER_PATH_MAX + 8];
         snprintf(set, sizeof set, "out=%s", out);
-        rc = push(av, "--config", e) || push(av, config_path, e) || push(av, "--set", e) || push(av, set, e) ? -1 : 0;
+        rc = push(av, "--config", e) || push(av, config_path, e) ? -1 : 0;
+        if (rc == 0 && !own) rc = push(av, "--set", e) || push(av, set, e) ? -1 : 0;
     } else if (rc == 0) {
         rc = flags_from_map(stage, &m, av, e) || push(av, "--out", e) || push(av, out, e) ? -1 : 0;
         const yaml_entry *inputs = map_get(&m, "inputs");
+        if (rc == 0 && inputs && inputs->nested) rc = xd_fail(e, "config: \"inputs\": a list of paths expected");
         if (rc == 0 && !strcmp(stage, "prepare") && inputs) {
             rc = push(av, "--", e);
             for (int i = 0; rc == 0 && i < inputs->n_values; i++) rc = push(av, inputs->values[i], e);

@@ -182,7 +182,8 @@ static void scenario_run(fake_coord *c) {
     size_t done_at = c->cursor - 1;
     CHECK_MSG(json_is_true(json_object_get(done, "ok")) && num(done, "exit_code") == 0 && !*str(done, "error"),
               "a1 succeeded: %s", str(done, "error"));
-    CHECK(!strcmp(str(done, "output"), out) && num(done, "epoch") == 1);
+    snprintf(p, sizeof p, "%s/model", out);
+    CHECK_MSG(!strcmp(str(done, "output"), p) && num(done, "epoch") == 1, "output %s", str(done, "output"));
     snprintf(p, sizeof p, "%s/DONE", out);
     CHECK(xd_file_exists(p));
 
@@ -221,14 +222,19 @@ static void scenario_run(fake_coord *c) {
     CHECK(xd_read_file(p, 1 << 24, &text, NULL, NULL) == 0 && text && strstr(text, "[align] done"));
     free(text);
 
-    /* a bad setting: xtrain's usage error comes back in done */
+    /* a bad setting: xtrain's usage error comes back in done; the config's own out is kept */
     snprintf(out, sizeof out, "%s/out-a2", tmp);
-    assign(c, "a2", 1, "align", "stepz: 3\n", out);
+    char cfg2[600];
+    snprintf(cfg2, sizeof cfg2, "stepz: 3\nout: %s/elsewhere/report.json\n", tmp);
+    assign(c, "a2", 1, "eval", cfg2, out);
     CHECK(expect_for(c, PROTO_ACCEPT, "a2", 10000) != NULL);
     done = expect_for(c, PROTO_DONE, "a2", 60000);
     CHECK_MSG(done && json_is_false(json_object_get(done, "ok")) && num(done, "exit_code") == 2 &&
                   strstr(str(done, "error"), "unknown key \"stepz\""),
               "a2 fails with xtrain's message: %s", done ? str(done, "error") : "(no done)");
+    snprintf(p, sizeof p, "%s/elsewhere/report.json", tmp);
+    CHECK_MSG(done && !strcmp(str(done, "output"), p) && !strstr(str(done, "error"), "--set out="),
+              "the config's out is the stage's: %s", done ? str(done, "output") : "");
 
     /* init takes flags: `window: 0` becomes --window 0, which xtrain refuses */
     char cfg_init[1200];
