@@ -363,6 +363,12 @@ static void test_limits(void) {
         snprintf(k, sizeof k, "k%d", i);
         json_object_set_new(json_object_get(f, "body"), k, json_true());
     }
+    json_t *enc = json_deep_copy(f);
+    json_object_del(enc, "v");
+    json_object_del(enc, "t");
+    CHECK_ERR_CONTAINS(proto_encode(PROTO_REPLY, enc, &buf, &len, &e), e, "reply: map of 4097 pairs exceeds 4096");
+    json_object_del(json_object_get(enc, "body"), "k0");
+    round_trip(PROTO_REPLY, enc);
     CHECK_ERR_CONTAINS(decode_raw(f, &e), e, "map of 4097 pairs exceeds 4096");
     /* strings: exactly 1 MiB passes, one more byte does not */
     char *s = malloc(PROTO_MAX_STRING + 2);
@@ -375,6 +381,10 @@ static void test_limits(void) {
                        "error: field \"message\" has 1048577 bytes, more than 1048576");
     json_decref(f);
     f = J("{s:b, s:{s:s%}}", "ok", 1, "body", "log", s, (size_t)PROTO_MAX_STRING + 1);
+    CHECK_ERR_CONTAINS(proto_encode(PROTO_REPLY, f, &buf, &len, &e), e, "reply: string of 1048577 bytes exceeds 1 MiB");
+    json_decref(f);
+    f = J("{s:b, s:{}}", "ok", 1, "body");
+    json_object_setn_new(json_object_get(f, "body"), s, PROTO_MAX_STRING + 1, json_true());
     CHECK_ERR_CONTAINS(proto_encode(PROTO_REPLY, f, &buf, &len, &e), e, "reply: string of 1048577 bytes exceeds 1 MiB");
     json_decref(f);
     CHECK_ERR_CONTAINS(decode_raw(J("{s:i, s:s, s:i, s:s%}", "v", 1, "t", "error", "code", 1, "message", s,
