@@ -29,12 +29,22 @@ static void slurp(const char *path, char *buf, size_t cap) {
     fclose(f);
 }
 
+static const char *tty_wrap; /* a command line for script(1): xctl on a pseudo-terminal */
+
 /* Runs xctl with the arguments (NULL-terminated) while the fake coordinator (may be NULL)
  * answers; stdout and stderr into out and err. Returns the exit code. */
 static int run(fake_coord *c, const char *first, ...) {
     const char *argv[64];
     int n = 0;
-    argv[n++] = xctl;
+    if (tty_wrap) {
+        argv[n++] = "/usr/bin/script";
+        argv[n++] = "-qec";
+        argv[n++] = tty_wrap;
+        argv[n++] = "/dev/null";
+        first = NULL;
+    } else {
+        argv[n++] = xctl;
+    }
     va_list ap;
     va_start(ap, first);
     for (const char *a = first; a && n < 62; a = va_arg(ap, const char *)) argv[n++] = a;
@@ -48,7 +58,7 @@ static int run(fake_coord *c, const char *first, ...) {
         int fo = open(po, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(pe, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fo, 1);
         dup2(fe, 2);
-        execv(xctl, (char **)argv);
+        execv(argv[0], (char **)argv);
         _exit(127);
     }
     int st = 0;
@@ -354,6 +364,21 @@ static void commands(fake_coord *c, script *s) {
     CHECK(parses(out));
     s->wait_calls = 0;
     s->wait_end = NULL;
+    /* on a terminal: the live view, redrawn in place, with progress bars */
+    if (access("/usr/bin/script", X_OK) == 0) {
+        char line[600];
+        snprintf(line, sizeof line, "%s wait run-1 --interval 0.1", xctl);
+        tty_wrap = line;
+        s->wait_calls = 0;
+        s->wait_end = "succeeded";
+        EXPECT_RC(0, c, NULL);
+        tty_wrap = NULL;
+        CHECK_MSG(strstr(out, "\033[4A\033[J") && strstr(out, "PROGRESS") && strstr(out, "[#####-------------------]  24/100") &&
+                      strstr(out, "run run-1  smol  succeeded"),
+                  "the live view:\n%s", out);
+        s->wait_calls = 0;
+        s->wait_end = NULL;
+    }
     double t = xd_now();
     EXPECT_RC(3, c, "wait", "run-1", "--timeout", "1", "--interval", "0.2");
     CHECK(strstr(err, "still running after 1 s") && xd_now() - t < 5);
