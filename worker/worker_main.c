@@ -162,6 +162,11 @@ static int setup(worker *w, int argc, char **argv) {
     snprintf(w->workdir, sizeof w->workdir, "%s", real);
     free(real);
     if (name) {
+        for (const char *c = name; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || strchr("._:@-", *c))) {
+                fprintf(stderr, "xworker: --name \"%s\": letters, digits and ._:@- only\n", name);
+                return 2;
+            }
         snprintf(w->name, sizeof w->name, "%s", name);
     } else {
         char host[64] = "worker";
