@@ -1,0 +1,91 @@
+#!/bin/sh
+# The whole job system on this machine, as an operator runs it: deploy/cluster.sh starts xcoord
+# and two CPU workers, xctl submits a tiny pipeline (one domain, two steps per stage), waits for
+# it and shows it; a worker stopped mid-job drains and the job finishes on the other worker;
+# cluster.sh stop ends everything.
+# usage: cluster.sh XCOORD XWORKER XCTL XTRAIN SOURCE_DIR MODELS_DIR
+set -u
+src=$5 teacher=$6/SmolLM2-135M-Instruct.Q4_1.gguf
+fail=0
+check() { if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; fail=1; fi; }
+[ -f "$teacher" ] || { echo "FAIL: $teacher missing (run deploy/fetch-teacher.sh)"; exit 1; }
+tmp=$(mktemp -d /tmp/xd_cluster_XXXXXX)
+mkdir -p "$tmp/bin" "$tmp/in"
+ln -s "$1" "$tmp/bin/xcoord"; ln -s "$2" "$tmp/bin/xworker"; ln -s "$3" "$tmp/bin/xctl"; ln -s "$4" "$tmp/bin/xtrain"
+export XD_BIN_DIR="$tmp/bin"
+port=$((20000 + $$ % 20000))
+export XCTL_COORDINATOR=tcp://127.0.0.1:$port
+xctl=$tmp/bin/xctl
+cleanup() {
+  bash "$src/deploy/cluster.sh" stop --dir "$tmp/cluster" > /dev/null 2>&1
+  [ $fail = 0 ] && rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+cp "$src/tests/data/english.txt" "$src/docs/method.md" "$tmp/in/"
+"$4" prepare --tokenizer "$teacher" --out "$tmp/data" --val-fraction 0.3 --seed 1 "$tmp/in" > /dev/null 2>&1
+check "token shards with a validation split" "[ -f '$tmp/data/manifest.json' ] && grep -q 'val-00000' '$tmp/data/manifest.json'"
+
+bash "$src/deploy/cluster.sh" start --dir "$tmp/cluster" --port $port --workers 2 > "$tmp/start.out" 2>&1
+rc=$?
+cat "$tmp/start.out"
+check "cluster.sh start: xcoord and 2 workers (rc=$rc)" "[ $rc -eq 0 ] && grep -q '2 of 2 workers alive' '$tmp/start.out'"
+check "pid files and logs" "[ -f '$tmp/cluster/pids/xcoord.pid' ] && [ -f '$tmp/cluster/pids/w1.pid' ] && [ -f '$tmp/cluster/logs/w2.log' ]"
+"$xctl" workers > "$tmp/workers.out"
+cat "$tmp/workers.out"
+check "xctl workers lists both, alive, with the CPU" "[ \$(grep -c 'alive' '$tmp/workers.out') -eq 2 ] && grep -q cpu '$tmp/workers.out'"
+
+cat > "$tmp/spec.yaml" <<YAML
+name: tiny
+teacher: $teacher
+student: {window: 16, sinks: 2, chunk: 8}
+domains:
+  - {name: english, data: $tmp/data, weight: 1}
+align: {steps: 2, seq_len: 32, batch: 2, checkpoint_every: 1, keep_checkpoints: 1}
+distill: {steps: 2, seq_len: 32, batch: 2, checkpoint_every: 100}
+final_distill: {steps: 2, seq_len: 32, batch: 2, checkpoint_every: 100}
+eval: {max_tokens: 64, seq_len: 32}
+YAML
+run=$("$xctl" submit "$tmp/spec.yaml" --name cluster-test)
+check "submit prints the run id ($run)" "[ -n '$run' ]"
+"$xctl" wait "$run" --timeout 500 > "$tmp/wait.out" 2>&1
+rc=$?
+cat "$tmp/wait.out"
+check "xctl wait: the run succeeded (rc=$rc)" "[ $rc -eq 0 ]"
+"$xctl" status "$run" > "$tmp/status.out"
+"$xctl" --json status "$run" > "$tmp/status.json"
+check "xctl status RUN: every job succeeded, with steps and losses" \
+  "[ \$(grep -c succeeded '$tmp/status.out') -ge 6 ] && grep -q '2/2' '$tmp/status.out' && python3 -c \"import json,sys; b=json.load(open('$tmp/status.json')); sys.exit(0 if all(j['state']=='succeeded' for j in b['jobs']) else 1)\""
+check "the eval report is in the artifacts" "ls '$tmp/cluster/artifacts/$run/eval/' | grep -q json"
+"$xctl" logs "$run/align" > "$tmp/logs.out"
+check "xctl logs: align's progress lines" "grep -q 'step 2/2' '$tmp/logs.out'"
+"$xctl" events "$run" > "$tmp/events.out"
+check "xctl events: the run's story" "grep -q dispatched '$tmp/events.out' && grep -q succeeded '$tmp/events.out'"
+
+# a long align; its worker is stopped (SIGTERM: drain) after a checkpoint; the other worker resumes it
+sed -e 's/^name: tiny/name: drained/' -e 's/^align: .*/align: {steps: 12, seq_len: 32, batch: 2, checkpoint_every: 2, keep_checkpoints: 1}/' \
+  "$tmp/spec.yaml" > "$tmp/spec2.yaml"
+run2=$("$xctl" submit "$tmp/spec2.yaml")
+i=0
+while [ $i -lt 600 ] && [ -z "$(ls "$tmp/cluster/artifacts/$run2/align/checkpoints/" 2> /dev/null | grep -v tmp)" ]; do sleep 0.2; i=$((i + 1)); done
+w=$(grep -l "attempt $run2/align#" "$tmp"/cluster/workers/w*/attempts/*/log.txt 2> /dev/null | head -1 | sed 's|.*/workers/\(w[0-9]*\)/.*|\1|')
+check "align of the second run checkpointed on a worker ($w)" "[ -n '$w' ]"
+[ -n "$w" ] && kill -TERM "$(cat "$tmp/cluster/pids/$w.pid")"
+i=0
+while [ $i -lt 300 ] && kill -0 "$(cat "$tmp/cluster/pids/$w.pid")" 2> /dev/null; do sleep 0.2; i=$((i + 1)); done
+check "the stopped worker drained and exited" "! kill -0 \$(cat '$tmp/cluster/pids/$w.pid') 2> /dev/null && grep -q 'drained' '$tmp/cluster/logs/$w.log'"
+"$xctl" wait "$run2" --timeout 500 > "$tmp/wait2.out" 2>&1
+rc=$?
+tail -8 "$tmp/wait2.out"
+check "the drained run finished on the other worker (rc=$rc)" "[ $rc -eq 0 ]"
+check "align resumed from its checkpoint there" "grep -l 'resuming from' '$tmp'/cluster/workers/w*/attempts/*align*/log.txt > /dev/null"
+
+bash "$src/deploy/cluster.sh" status --dir "$tmp/cluster" > "$tmp/status2.out" 2>&1
+check "cluster.sh status" "grep -q 'xcoord: running' '$tmp/status2.out'"
+bash "$src/deploy/cluster.sh" stop --dir "$tmp/cluster" > "$tmp/stop.out" 2>&1
+check "cluster.sh stop: everything ends" "grep -q stopped '$tmp/stop.out' && ! ls '$tmp'/cluster/pids/*.pid > /dev/null 2>&1"
+"$xctl" --timeout 1 workers > /dev/null 2>&1
+rc=$?
+check "xctl: the coordinator is gone (exit $rc)" "[ $rc -eq 3 ]"
+[ $fail = 0 ] || { for f in "$tmp"/cluster/logs/*.log; do echo "--- $f"; tail -30 "$f"; done; }
+exit $fail
