@@ -80,6 +80,42 @@ tail -8 "$tmp/wait2.out"
 check "the drained run finished on the other worker (rc=$rc)" "[ $rc -eq 0 ]"
 check "align resumed from its checkpoint there" "grep -l 'resuming from' '$tmp'/cluster/workers/w*/attempts/*align*/log.txt > /dev/null"
 
+# faults: a worker SIGKILLed during distill, then the coordinator SIGKILLed mid-run and started
+# again on its database. The run finishes; no job is lost, none succeeds twice.
+sed -e 's/^name: tiny/name: faults/' -e 's/^distill: .*/distill: {steps: 10, seq_len: 32, batch: 2, checkpoint_every: 2, keep_checkpoints: 1}/' \
+  "$tmp/spec.yaml" > "$tmp/spec3.yaml"
+run3=$("$xctl" submit "$tmp/spec3.yaml")
+i=0
+while [ $i -lt 900 ] && [ -z "$(ls "$tmp/cluster/artifacts/$run3/distill-english/checkpoints/" 2> /dev/null | grep -v tmp)" ]; do sleep 0.2; i=$((i + 1)); done
+w=$(grep -l "attempt $run3/distill-english#" "$tmp"/cluster/workers/w*/attempts/*/log.txt 2> /dev/null | head -1 | sed 's|.*/workers/\(w[0-9]*\)/.*|\1|')
+check "distill of the third run checkpointed on a live worker ($w)" "[ -n '$w' ] && kill -0 \$(cat '$tmp/cluster/pids/$w.pid')"
+if [ -n "$w" ]; then
+  kill -KILL "$(cat "$tmp/cluster/pids/$w.pid")"
+  pkill -KILL -f "attempts/.*distill-english.*/config.yaml" 2> /dev/null # its xtrain child dies with it
+  # a replacement worker joins, as a cluster scheduler would start one
+  n=$(ls "$tmp/cluster/workers" | wc -l); n=$((n + 1)); mkdir -p "$tmp/cluster/workers/w$n"
+  "$tmp/bin/xworker" --coordinator "$XCTL_COORDINATOR" --workdir "$tmp/cluster/workers/w$n" --name "replacement-w$n" \
+    --cpu --xtrain "$tmp/bin/xtrain" >> "$tmp/cluster/logs/w$n.log" 2>&1 &
+  echo $! > "$tmp/cluster/pids/w$n.pid"
+fi
+# the coordinator dies while the job is being requeued, and comes back on the same database
+sleep 3
+kill -KILL "$(cat "$tmp/cluster/pids/xcoord.pid")"
+sleep 1
+"$tmp/bin/xcoord" --listen "$XCTL_COORDINATOR" --db "$tmp/cluster/xcoord.db" --artifacts "$tmp/cluster/artifacts" \
+  >> "$tmp/cluster/logs/xcoord.log" 2>&1 &
+echo $! > "$tmp/cluster/pids/xcoord.pid"
+"$xctl" wait "$run3" --timeout 600 > "$tmp/wait3.out" 2>&1
+rc=$?
+tail -6 "$tmp/wait3.out"
+check "after a killed worker and a killed coordinator the run succeeded (rc=$rc)" "[ $rc -eq 0 ]"
+check "distill resumed from its checkpoint on another worker" \
+  "grep -l 'resuming from .*step-' '$tmp'/cluster/workers/w*/attempts/*distill-english*/log.txt > /dev/null"
+twice=$(sqlite3 "$tmp/cluster/xcoord.db" "SELECT count(*) FROM (SELECT job FROM attempts WHERE state = 'succeeded' GROUP BY job HAVING count(*) > 1)")
+jobs3=$(sqlite3 "$tmp/cluster/xcoord.db" "SELECT count(*) FROM jobs WHERE run = '$run3' AND state = 'succeeded'")
+all3=$(sqlite3 "$tmp/cluster/xcoord.db" "SELECT count(*) FROM jobs WHERE run = '$run3'")
+check "no job succeeded twice ($twice), every job of the run succeeded ($jobs3 of $all3)" "[ '$twice' = 0 ] && [ '$jobs3' = '$all3' ] && [ '$all3' -ge 5 ]"
+
 bash "$src/deploy/cluster.sh" status --dir "$tmp/cluster" > "$tmp/status2.out" 2>&1
 check "cluster.sh status" "grep -q 'xcoord: running' '$tmp/status2.out'"
 bash "$src/deploy/cluster.sh" stop --dir "$tmp/cluster" > "$tmp/stop.out" 2>&1
