@@ -78,12 +78,15 @@ typedef struct worker {
     /* connection (worker_conn.c) */
     void *zctx, *sock;
     uv_poll_t *poll;
+    void *mon;             /* the socket monitor's PAIR: ZMQ_EVENT_CONNECTED */
+    uv_poll_t *mon_poll;
+    int mon_seq, connects; /* connections made by this socket */
     uv_idle_t kick; /* re-reads ZMQ_EVENTS on the next loop turn after a send */
     uv_timer_t hb_timer, reconnect_timer;
     int heartbeat_ms, lease_ms;
     double last_rx;        /* xd_now() of the last message from the coordinator */
     double backoff_s;      /* the next reconnect delay */
-    int welcomes;          /* on this socket: the first answers hello, later ones heartbeats */
+    int welcomes;          /* since the last hello: the first answers it, later ones heartbeats */
     bool coord_acks;       /* the coordinator answers heartbeats: its silence means it is gone */
     int send_failures;     /* heartbeats in a row the socket would not take */
     double last_hello;     /* xd_now() of the last hello sent */

@@ -153,6 +153,7 @@ void worker_send_done(worker *w, json_t *fields) {
 
 void worker_send_hello(worker *w) {
     w->last_hello = xd_now();
+    w->welcomes = 0;
     json_t *f = json_pack("{s:s, s:I, s:o, s:o}", "worker", w->name, "pid", (json_int_t)getpid(),
                           "devices", worker_devices_json(w), "running", worker_running(w));
     worker_send(w, PROTO_HELLO, f);
@@ -160,6 +161,76 @@ void worker_send_hello(worker *w) {
         w->pending[i].seen = 0;
         worker_send(w, PROTO_DONE, json_deep_copy(w->pending[i].fields));
     }
+}
+
+/* Socket monitor events: a connection made again (libzmq reconnected by itself, e.g. to a
+ * restarted coordinator) gets a hello, so the coordinator learns at once what runs here. The
+ * first connection of a socket needs none: its hello was queued when the socket was made. */
+static void on_monitor(uv_poll_t *h, int status, int events) {
+    (void)status;
+    (void)events;
+    worker *w = h->data;
+    for (int n = 0; w->mon && n < 64; n++) {
+        int ev = 0;
+        size_t sz = sizeof ev;
+        if (zmq_getsockopt(w->mon, ZMQ_EVENTS, &ev, &sz) != 0 || !(ev & ZMQ_POLLIN)) break;
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, w->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&m) >= 6) memcpy(&event, zmq_msg_data(&m), 2);
+        while (zmq_msg_more(&m)) { /* the endpoint frame */
+            zmq_msg_close(&m);
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, w->mon, ZMQ_DONTWAIT) < 0) break;
+        }
+        zmq_msg_close(&m);
+        xd_debug("socket event %u", (unsigned)event);
+        if (event == ZMQ_EVENT_CONNECTED && ++w->connects > 1 && w->sock) {
+            xd_info("connected to %s again: hello", w->coordinator);
+            worker_send_hello(w);
+        }
+    }
+}
+
+static void monitor_close(worker *w) {
+    if (w->mon_poll) {
+        uv_poll_stop(w->mon_poll);
+        uv_close((uv_handle_t *)w->mon_poll, free_handle);
+        w->mon_poll = NULL;
+    }
+    if (w->sock) zmq_socket_monitor(w->sock, NULL, 0);
+    if (w->mon) zmq_close(w->mon);
+    w->mon = NULL;
+}
+
+/* Best effort: without a monitor, heartbeats and error 404 still bring a hello. */
+static void monitor_open(worker *w) {
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://xworker-monitor-%d", ++w->mon_seq);
+    int fd = -1, linger = 0;
+    size_t fdsz = sizeof fd;
+    w->connects = 0;
+    if (zmq_socket_monitor(w->sock, ep, ZMQ_EVENT_CONNECTED) != 0) {
+        xd_warn("no socket monitor (%s): reconnections are noticed by heartbeats only", zmq_strerror(zmq_errno()));
+        return;
+    }
+    w->mon = zmq_socket(w->zctx, ZMQ_PAIR);
+    uv_poll_t *p = calloc(1, sizeof *p);
+    if (!w->mon || !p || zmq_setsockopt(w->mon, ZMQ_LINGER, &linger, sizeof linger) || zmq_connect(w->mon, ep) ||
+        zmq_getsockopt(w->mon, ZMQ_FD, &fd, &fdsz) || uv_poll_init(w->loop, p, fd)) {
+        free(p);
+        monitor_close(w);
+        xd_warn("no socket monitor: reconnections are noticed by heartbeats only");
+        return;
+    }
+    p->data = w;
+    uv_poll_start(p, UV_READABLE, on_monitor);
+    w->mon_poll = p;
+    on_monitor(p, 0, 0); /* ZMQ_FD is edge triggered: read what came before the poll started */
 }
 
 int worker_conn_open(worker *w, xd_err *e) {
@@ -199,6 +270,7 @@ int worker_conn_open(worker *w, xd_err *e) {
     uv_poll_start(p, UV_READABLE, on_poll);
     w->sock = s;
     w->poll = p;
+    monitor_open(w);
     w->connected = true;
     w->last_rx = xd_now();
     w->welcomes = 0;
@@ -215,6 +287,7 @@ void worker_conn_flush_close(worker *w, int linger_ms) {
 }
 
 void worker_conn_close(worker *w) {
+    monitor_close(w);
     if (w->poll) {
         uv_poll_stop(w->poll);
         uv_close((uv_handle_t *)w->poll, free_handle);
