@@ -113,6 +113,7 @@ typedef struct coord {
     uv_check_t commit_check; /* commits a dirty transaction at the end of each loop iteration */
     coord_outgoing *out;     /* messages waiting for that commit */
     size_t n_out, cap_out;
+    long faults_seen; /* XCOORD_FAULT's counter (loop.c) */
     uv_timer_t lease_timer, backoff_timer, flush_timer;
     uv_idle_t kick;        /* keeps the loop from blocking while a commit or a dispatch waits */
     bool dispatch_pending; /* a dispatch pass runs at the end of this loop iteration */
