@@ -5,7 +5,7 @@
 # usage: coord_restart.sh XCOORD COORD_PEER
 xcoord=$1 peer=$2
 . "$(dirname "$0")/coord_lib.sh"
-lease_ms=1500
+lease_ms=3000 # a heartbeat delayed past it on a loaded machine would lose a running attempt
 # 0. the 4th commit with messages waiting (the submit reply, then assigns, ...) is the last
 XCOORD_FAULT=exit-after-commit:4 start_coord
 start_worker w1 --job-ms 1200
