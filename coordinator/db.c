@@ -206,8 +206,6 @@ int coord_sql_step(coord *c, sqlite3_stmt *st) {
     return -1;
 }
 
-int coord_sql_changes(coord *c) { return c->db ? sqlite3_changes(c->db) : 0; }
-
 /* A state change is a savepoint inside the open transaction, so rolling one back never drops
  * the batched progress lines around it. Ending it marks the transaction dirty; the commit is
  * made once per loop iteration (group commit: one fsync for a burst of messages) and messages

@@ -113,6 +113,7 @@ typedef struct coord {
     uv_check_t commit_check; /* commits a dirty transaction at the end of each loop iteration */
     coord_outgoing *out;     /* messages waiting for that commit */
     size_t n_out, cap_out;
+    long faults_seen; /* XCOORD_FAULT's counter (loop.c) */
     uv_timer_t lease_timer, backoff_timer, flush_timer;
     uv_idle_t kick;        /* keeps the loop from blocking while a commit or a dispatch waits */
     bool dispatch_pending; /* a dispatch pass runs at the end of this loop iteration */
@@ -140,8 +141,6 @@ sqlite3_stmt *coord_sql(coord *c, const char *sql, const char *fmt, ...);
 int coord_sql_step(coord *c, sqlite3_stmt *st);
 /* Runs a statement to completion: 0, or -1 with the database's message logged. */
 int coord_sql_exec(coord *c, const char *sql, const char *fmt, ...);
-/* Rows changed by the last statement. */
-int coord_sql_changes(coord *c);
 /* A state change: begin (a savepoint, joining an open batch), end it (the transaction is then
  * dirty), or roll it back. coord_flush commits; the loop does it at the end of each iteration,
  * then sends the messages that waited for it. */
@@ -167,7 +166,6 @@ bool coord_endpoint_is_local(const char *endpoint);
 int coord_keys_load(const char *dir, coord_keys **out, xd_err *e);
 void coord_keys_free(coord_keys *k);
 const char *coord_keys_server_secret(const coord_keys *k); /* z85, 40 characters */
-int coord_keys_count(const coord_keys *k);
 /* Answers every ZAP request waiting on c->zap. */
 void coord_zap_serve(coord *c);
 
@@ -217,9 +215,9 @@ typedef enum {
     END_CANCELLED, /* done after a cancel, or fenced by a retry */
 } coord_end;
 
-/* Ends a live attempt inside the caller's transaction: the attempts row, the job (succeeded,
- * requeued with backoff, failed, left cancelled), its dependents and the run. Frees a (removed
- * from the map); sets *fence when the worker must be told to stop it. */
+/* Ends a live attempt inside the caller's state change: the attempts row, the job (succeeded,
+ * requeued with backoff, failed, left cancelled), its dependents and the run; frees a (removed
+ * from the map) and frees its worker for the next dispatch. Fencing the worker is the caller's. */
 int coord_attempt_end(coord *c, coord_attempt *a, coord_end how, int exit_code, const char *error,
                       const char *output);
 void coord_attempt_free(coord_attempt *a);

@@ -151,7 +151,6 @@ void coord_keys_free(coord_keys *k) {
 }
 
 const char *coord_keys_server_secret(const coord_keys *k) { return k->secret; }
-int coord_keys_count(const coord_keys *k) { return k->n; }
 
 static const authorized_key *find_key(const coord_keys *k, const uint8_t *key) {
     for (int i = 0; i < k->n; i++)

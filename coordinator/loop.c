@@ -76,6 +76,21 @@ static int enqueue(coord *c, const uint8_t *rid, size_t rid_len, bool req, proto
     return 0;
 }
 
+/* Fault injection for tests: XCOORD_FAULT=exit-after-commit:N makes the process exit right after
+ * the N-th commit that has messages waiting, before any is sent — a crash in the one window where
+ * the database holds what no peer has heard yet. */
+static void fault_after_commit(coord *c) {
+    static long target = -1;
+    if (target < 0) {
+        const char *f = getenv("XCOORD_FAULT");
+        target = f && !strncmp(f, "exit-after-commit:", 18) ? atol(f + 18) : 0;
+    }
+    if (target > 0 && c->n_out && ++c->faults_seen == target) {
+        xd_log(XD_LOG_ERROR, "xcoord: XCOORD_FAULT: exiting after commit %ld with %zu messages unsent", target, c->n_out);
+        _exit(70);
+    }
+}
+
 /* Commits, then sends what waited for it. After a failed commit nothing is sent. */
 static void commit_and_send(coord *c) {
     if (c->dirty && coord_flush(c)) {
@@ -83,6 +98,7 @@ static void commit_and_send(coord *c) {
         c->n_out = 0;
         return;
     }
+    fault_after_commit(c);
     for (size_t i = 0; i < c->n_out; i++) {
         coord_outgoing *o = &c->out[i];
         send_now(c, o->rid, o->rid_len, o->req, o->type, o->buf, o->len);

@@ -1,7 +1,8 @@
 /* coordinator/sched.c — jobs and attempts (docs/coordinator.md): dispatch onto free workers,
  * leases, requeue with exponential backoff, bounded retries (a job's own failures and its lost
  * attempts counted apart), upstream-failed dependents and the run's state.
- * Order of every change: the database rows, commit, then memory and messages. */
+ * A change writes its rows inside a savepoint and updates the live state; messages it sends wait
+ * for the commit at the end of the loop iteration (db.c, loop.c). */
 #include "internal.h"
 
 #include <stdio.h>
@@ -99,7 +100,7 @@ int coord_mark_upstream_failed(coord *c, const char *job) {
                   "WITH RECURSIVE down(id) AS (SELECT job FROM deps WHERE needs = ?1 UNION "
                   "SELECT d.job FROM deps d JOIN down ON d.needs = down.id) "
                   "UPDATE jobs SET state = 'upstream_failed', updated = ?2 WHERE id IN (SELECT id FROM down) "
-                  "AND state IN ('pending', 'ready', 'held') RETURNING id, run",
+                  "AND state IN ('pending', 'ready', 'held') RETURNING id",
                   "si", job, coord_wall_ms()),
         &l);
     char run[256];

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #define SPEC_MAX_DOMAINS 256
@@ -317,11 +318,18 @@ static int parse_devices(yaml_document_t *doc, yaml_node_t *v, coord_spec *s, xd
 /* The teacher's layer count, for splitting align into layer blocks: config.json's
  * num_hidden_layers of an HF directory, or a GGUF's ARCH.block_count. */
 static int teacher_layers(const char *teacher, long *out, xd_err *e) {
-    if (xd_is_dir(teacher)) {
-        char path[4200];
+    /* only a directory or a regular file: opening a FIFO or a device would block the daemon */
+    struct stat sb;
+    if (stat(teacher, &sb)) return xd_fail(e, "%s: cannot read it", teacher);
+    if (S_ISDIR(sb.st_mode)) {
+        char path[4200], *text;
+        size_t len;
         if (xd_path_join(path, sizeof path, teacher, "config.json", e)) return -1;
+        if (stat(path, &sb) || !S_ISREG(sb.st_mode)) return xd_fail(e, "%s: no config.json", teacher);
+        if (xd_read_file(path, 1u << 20, &text, &len, e)) return -1;
         json_error_t je;
-        json_t *cfg = json_load_file(path, 0, &je);
+        json_t *cfg = json_loadb(text, len, 0, &je);
+        free(text);
         if (!cfg) return xd_fail(e, "%s: %s", path, je.text);
         json_t *n = json_object_get(cfg, "num_hidden_layers");
         int rc = json_is_integer(n) && json_integer_value(n) > 0 ? 0 : xd_fail(e, "%s: no num_hidden_layers", path);
@@ -329,6 +337,7 @@ static int teacher_layers(const char *teacher, long *out, xd_err *e) {
         json_decref(cfg);
         return rc;
     }
+    if (!S_ISREG(sb.st_mode)) return xd_fail(e, "%s: not a file or a directory", teacher);
     model_gguf *g;
     if (model_gguf_open(teacher, &g, e)) return -1;
     model_gguf_str arch;

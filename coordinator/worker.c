@@ -107,9 +107,15 @@ typedef struct sends {
 } sends;
 
 /* What the worker says it runs against what the coordinator has leased to it. Listed live
- * attempts are kept (marked running); listed others are fenced; unlisted ones are lost. Inside
- * the caller's transaction. */
-static int reconcile(coord *c, coord_worker *w, json_t *running, sends *out) {
+ * attempts are kept (marked running); listed others are fenced. A listing proves an attempt gone
+ * only when the worker had accepted it: its accept was received first, so the listing was sent
+ * after it. An attempt not yet accepted may have been assigned after the listing was sent (an
+ * assign from this coordinator crossing a hello on a new connection), and a heartbeat may be
+ * queued across a reconnect from before the worker re-sent a lost done; so unlisted attempts are
+ * lost here only when accepted and the list is a hello's (the worker re-sends recent dones before
+ * it), and otherwise keep their lease, which lapses unless a listing renews it. Inside the
+ * caller's transaction. */
+static int reconcile(coord *c, coord_worker *w, json_t *running, bool hello, sends *out) {
     int64_t now = coord_wall_ms();
     coord_map kept = {0};
     size_t i;
@@ -138,21 +144,25 @@ static int reconcile(coord *c, coord_worker *w, json_t *running, sends *out) {
         }
         coord_event(c, a->run, a->job, a->id, "kept", "%s still runs %s (epoch %lld): kept", w->name, a->id, (long long)a->epoch);
     }
-    /* leased to this worker but not listed: the worker lost them (it restarted, or never got the assign) */
+    /* accepted by this worker, not in its hello: it no longer runs them (it restarted) */
     char *lost[256];
-    int n_lost = 0;
+    int n_lost = 0, active = 0;
     size_t it = 0;
     void *v;
-    while (n_lost < 256 && coord_map_next(&c->attempts, &it, NULL, &v)) {
+    while (hello && n_lost < 256 && coord_map_next(&c->attempts, &it, NULL, &v)) {
         coord_attempt *a = v;
-        if (!strcmp(a->worker, w->name) && !coord_map_get(&kept, a->id)) lost[n_lost++] = strdup(a->id);
+        if (!strcmp(a->worker, w->name) && a->state == ATTEMPT_RUNNING && !coord_map_get(&kept, a->id))
+            lost[n_lost++] = strdup(a->id);
     }
     for (int k = 0; k < n_lost; k++) {
         coord_attempt *a = lost[k] ? coord_map_get(&c->attempts, lost[k]) : NULL;
-        if (a && rc == 0) rc = coord_attempt_end(c, a, END_LOST, -1, "its worker reconnected without it", NULL);
+        if (a && rc == 0) rc = coord_attempt_end(c, a, END_LOST, -1, "its worker said hello without it (accepted before)", NULL);
         free(lost[k]);
     }
-    w->active = (int)kept.count;
+    /* busy with every attempt still leased to it, listed or not */
+    it = 0;
+    while (coord_map_next(&c->attempts, &it, NULL, &v)) active += !strcmp(((coord_attempt *)v)->worker, w->name);
+    w->active = active;
     coord_map_free(&kept);
     return rc ? -1 : 0;
 }
@@ -183,7 +193,7 @@ static void worker_join(coord *c, const coord_peer *p, coord_worker *w, json_t *
     if (ok) {
         coord_event(c, NULL, NULL, NULL, hello ? "worker_joined" : "worker_back", "%s %s (pid %lld, %d CUDA devices, %zu attempts listed)",
                     w->name, hello ? "said hello" : "heartbeats again", (long long)w->pid, w->n_cuda, json_array_size(running));
-        ok = reconcile(c, w, running, &s) == 0 && coord_tx_commit(c) == 0;
+        ok = reconcile(c, w, running, hello, &s) == 0 && coord_tx_commit(c) == 0;
     } else {
         coord_tx_rollback(c);
     }

@@ -4,6 +4,7 @@
 # usage: coord_dispatch.sh XCOORD COORD_PEER
 xcoord=$1 peer=$2
 . "$(dirname "$0")/coord_lib.sh"
+lease_ms=3000 # leases are not under test here: a loaded machine must not lose attempts
 start_coord
 mkdir -p "$tmp/configs"
 start_worker w1 --job-ms 300 --save-configs "$tmp/configs"
@@ -61,7 +62,7 @@ check "the worker was told to cancel and the attempt ended cancelled" "grep -q \
 check "every job of the run is cancelled, and the run" "[ \$(sql \"SELECT count(*) FROM jobs WHERE run = '$run2' AND state != 'cancelled'\") -eq 0 ] && [ \"\$(run_state $run2)\" = cancelled ]"
 check "hold a cancelled job: refused" "! request control '{\"action\": \"hold\", \"target\": \"$run2/init\"}' > /dev/null"
 stop_worker slow
-wait_until 5 "[ \"\$(sql \"SELECT state FROM workers WHERE name = 'slow'\")\" = lost ]"
+wait_until 8 "[ \"\$(sql \"SELECT state FROM workers WHERE name = 'slow'\")\" = lost ]"
 check "a worker that stopped heartbeating is lost" "[ \"\$(sql \"SELECT state FROM workers WHERE name = 'slow'\")\" = lost ]"
 
 # hold keeps a ready job from a free worker; release lets it go

@@ -75,6 +75,22 @@ wait_until 10 "grep -q \"^silent $run/init#1\" '$tmp/s1.log'"
 start_worker s2 --job-ms 300 --silent-on /init --silent-ms 2500
 wait_until 20 "[ \"\$(sql \"SELECT state FROM jobs WHERE id = '$run/init'\")\" = failed ]"
 check "lost twice with worker_retries 1: the job fails, counted as lost" "[ \"\$(sql \"SELECT state || ':' || failures || ':' || worker_failures FROM jobs WHERE id = '$run/init'\")\" = failed:0:2 ] && sql \"SELECT error FROM jobs WHERE id = '$run/init'\" | grep -q 'lost 2 times'"
+stop_worker s1
+stop_worker s2
+wait_until 5 "[ \$(sql \"SELECT count(*) FROM workers WHERE name IN ('s1', 's2') AND state = 'lost'\") -eq 2 ]"
+
+# 5. a worker restarted under the same name: its hello without the attempt it had accepted makes
+#    that attempt lost at once (not a lease later), and the job runs again on the new process
+start_worker r1 --job-ms 30000
+run=$(request submit --file spec="$tmp/one.yaml" | json "r['body']['run']")
+wait_until 10 "[ \"\$(sql \"SELECT state FROM jobs WHERE id = '$run/init'\")\" = running ]"
+first=$(sql "SELECT id FROM attempts WHERE job = '$run/init' AND state = 'running'")
+eval "kill -9 \$wpid_r1"
+start_worker r1 --job-ms 200
+wait_until 10 "[ \"\$(sql \"SELECT state FROM attempts WHERE id = '$first'\")\" = lost ]"
+check "the restarted worker's hello loses the attempt it no longer runs, at once" "sql \"SELECT error FROM attempts WHERE id = '$first'\" | grep -q 'said hello without it' && [ \$(sql \"SELECT ended - (SELECT max(time) FROM events WHERE kind = 'worker_joined') FROM attempts WHERE id = '$first'\") -lt 100 ]"
+wait_until 20 "[ \"\$(run_state $run)\" = succeeded ]"
+check "the run then succeeds on the new process" "[ \"\$(run_state $run)\" = succeeded ] && [ \$(sql \"SELECT count(*) FROM attempts WHERE job = '$run/init' AND state = 'succeeded' AND worker = 'r1'\") -eq 1 ]"
 stop_coord
 check "xcoord stops cleanly" "[ $coord_rc -eq 0 ]"
 [ $fail -eq 0 ] || { cat "$tmp/xcoord.log"; tail -n 8 "$tmp"/*.log; sql "SELECT * FROM attempts"; }

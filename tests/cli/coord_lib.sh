@@ -9,7 +9,7 @@ mkdir -p "$tmp/art"
 pids=""
 cpid=""
 ep=""
-trap 'for p in $pids $cpid; do kill "$p" 2> /dev/null; done; wait 2> /dev/null; rm -rf "$tmp"' EXIT
+trap 'for p in $pids $cpid; do kill "$p" 2> /dev/null; done; wait 2> /dev/null; [ -n "${XD_KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
 
 check() { if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; fail=1; fi; }
 sql() { sqlite3 -cmd ".timeout 5000" "$tmp/coord.db" "$1"; }

@@ -12,7 +12,9 @@
  *       done (ok, or failed for jobs whose id contains --fail). --silent-on: after accepting such
  *       a job (the first time) it goes silent for --silent-ms (no heartbeat, no progress), then
  *       lists the attempt in a heartbeat and sends its late done. Re-sends hello whenever its
- *       connection comes back (a restarted coordinator). Logs one line per event on stdout:
+ *       connection comes back (a restarted coordinator), after reading every message already
+ *       received (so the hello lists an assign that arrived just before) and sending its last
+ *       dones again (one may have died with the old connection). Logs on stdout:
  *       welcome, assign ATTEMPT EPOCH JOB STAGE gpus=LIST, done ATTEMPT EPOCH ok|fail, fence ATTEMPT EPOCH,
  *       cancel ATTEMPT EPOCH, drain, error CODE MESSAGE, silent ATTEMPT, late-done ATTEMPT EPOCH,
  *       badconfig JOB WHY. Runs until SIGTERM or --max-seconds.
@@ -67,6 +69,7 @@ typedef struct peer {
     const char *endpoint, *server_pub, *key_base;
     int timeout_ms;
     bool req;
+    void *monitor; /* PAIR reading the socket monitor (worker mode) */
 } peer;
 
 static int read_z85(const char *path, char out[41]) {
@@ -77,7 +80,9 @@ static int read_z85(const char *path, char out[41]) {
     return n == 1 && strlen(out) == 40 ? 0 : -1;
 }
 
-static int peer_open(peer *p, const char *identity) {
+/* monitor_ep (may be NULL): a socket monitor reporting connections, attached before connecting so
+ * no connection goes unseen. */
+static int peer_open_monitored(peer *p, const char *identity, const char *monitor_ep) {
     p->ctx = zmq_ctx_new();
     p->sock = zmq_socket(p->ctx, p->req ? ZMQ_REQ : ZMQ_DEALER);
     int zero = 0;
@@ -95,11 +100,22 @@ static int peer_open(peer *p, const char *identity) {
         zmq_setsockopt(p->sock, ZMQ_CURVE_PUBLICKEY, pub, 40);
         zmq_setsockopt(p->sock, ZMQ_CURVE_SECRETKEY, secret, 40);
     }
+    if (monitor_ep) { /* its reader connects before the socket does: an event with no reader is lost */
+        if (zmq_socket_monitor(p->sock, monitor_ep, ZMQ_EVENT_CONNECTED)) return die("cannot monitor %s", monitor_ep);
+        p->monitor = zmq_socket(p->ctx, ZMQ_PAIR);
+        if (!p->monitor || zmq_connect(p->monitor, monitor_ep)) return die("cannot read %s", monitor_ep);
+    }
     if (zmq_connect(p->sock, p->endpoint)) return die("cannot connect to %s", p->endpoint);
     return 0;
 }
 
+static int peer_open(peer *p, const char *identity) { return peer_open_monitored(p, identity, NULL); }
+
 static void peer_close(peer *p) {
+    if (p->monitor) {
+        zmq_socket_monitor(p->sock, NULL, 0);
+        zmq_close(p->monitor);
+    }
     if (p->sock) zmq_close(p->sock);
     if (p->ctx) zmq_ctx_term(p->ctx);
 }
@@ -250,8 +266,12 @@ typedef struct job {
     bool fail, used;
 } job;
 
+#define KEEP_DONE 8
+
 typedef struct worker {
     peer *p;
+    json_t *recent_done[KEEP_DONE]; /* the last dones: sent again after a reconnect */
+    int n_done;
     const char *name, *fail, *silent_on, *save_configs;
     int gpus, job_ms, progress_ms, silent_ms, heartbeat_ms;
     job jobs[4];
@@ -362,8 +382,11 @@ static job *find_job(worker *w, json_t *f) {
 static void send_done(worker *w, job *j, bool ok, int exit_code, const char *error) {
     char output[4300];
     snprintf(output, sizeof output, "%s/model", j->workdir);
-    send_msg(w->p, PROTO_DONE, json_pack("{s:s, s:I, s:b, s:i, s:s, s:s}", "attempt", j->attempt, "epoch", (json_int_t)j->epoch,
-                                         "ok", ok, "exit_code", exit_code, "error", error, "output", ok ? output : ""));
+    json_t *done = json_pack("{s:s, s:I, s:b, s:i, s:s, s:s}", "attempt", j->attempt, "epoch", (json_int_t)j->epoch,
+                             "ok", ok, "exit_code", exit_code, "error", error, "output", ok ? output : "");
+    json_decref(w->recent_done[w->n_done % KEEP_DONE]);
+    w->recent_done[w->n_done++ % KEEP_DONE] = json_incref(done);
+    send_msg(w->p, PROTO_DONE, done);
     say("done %s %lld %s", j->attempt, (long long)j->epoch, ok ? "ok" : "fail");
     j->used = false;
 }
@@ -399,6 +422,18 @@ static void handle_message(worker *w, proto_type t, json_t *f) {
     }
 }
 
+static void drain_messages(worker *w) {
+    proto_type t;
+    json_t *f;
+    int rc;
+    while ((rc = recv_msg(w->p, 0, &t, &f)) != 0) {
+        if (rc > 0) {
+            handle_message(w, t, f);
+            json_decref(f);
+        }
+    }
+}
+
 static int cmd_worker(peer *p, int argc, char **argv) {
     worker w = {.p = p, .gpus = 0, .job_ms = 300, .progress_ms = 100, .silent_ms = 3000, .heartbeat_ms = 1000};
     int max_seconds = 120;
@@ -416,15 +451,11 @@ static int cmd_worker(peer *p, int argc, char **argv) {
         else return die("unknown worker flag %s", k);
     }
     if (!w.name) return die("worker needs --name%s", "");
-    if (peer_open(p, w.name)) return 4;
-    /* a connection that comes back (a restarted coordinator) gets a fresh hello */
+    /* hello on every connection: the first, and each after a restarted coordinator */
     char mon_ep[128];
     snprintf(mon_ep, sizeof mon_ep, "inproc://monitor-%d", (int)getpid());
-    zmq_socket_monitor(p->sock, mon_ep, ZMQ_EVENT_CONNECTED);
-    void *mon = zmq_socket(p->ctx, ZMQ_PAIR);
-    zmq_connect(mon, mon_ep);
-    int connects = 0;
-    send_hello(&w);
+    if (peer_open_monitored(p, w.name, mon_ep)) return 4;
+    void *mon = p->monitor;
     uint64_t deadline = now_ms() + (uint64_t)max_seconds * 1000;
     w.next_heartbeat = now_ms() + (uint64_t)w.heartbeat_ms;
     while (!stop && now_ms() < deadline) {
@@ -464,29 +495,27 @@ static int cmd_worker(peer *p, int argc, char **argv) {
         }
         zmq_pollitem_t items[2] = {{p->sock, 0, ZMQ_POLLIN, 0}, {mon, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, 20) < 0 && errno != EINTR) break;
+        drain_messages(&w);
         if (items[1].revents & ZMQ_POLLIN) {
             zmq_msg_t m;
             zmq_msg_init(&m);
             while (zmq_msg_recv(&m, mon, ZMQ_DONTWAIT) >= 0) {
                 bool more = zmq_msg_more(&m);
-                if (!more && ++connects > 1) send_hello(&w); /* the second frame ends one event */
+                if (!more) { /* the second frame ends one event */
+                    /* an assign read off the old connection counts as running: take it first; a
+                     * done may have died with the old connection: send the recent ones again */
+                    drain_messages(&w);
+                    for (int k = w.n_done > KEEP_DONE ? w.n_done - KEEP_DONE : 0; k < w.n_done; k++)
+                        send_msg(p, PROTO_DONE, json_incref(w.recent_done[k % KEEP_DONE]));
+                    send_hello(&w);
+                }
                 zmq_msg_close(&m);
                 zmq_msg_init(&m);
             }
             zmq_msg_close(&m);
         }
-        proto_type t;
-        json_t *f;
-        int rc;
-        while ((rc = recv_msg(p, 0, &t, &f)) != 0) {
-            if (rc > 0) {
-                handle_message(&w, t, f);
-                json_decref(f);
-            }
-        }
     }
-    zmq_socket_monitor(p->sock, NULL, 0);
-    zmq_close(mon);
+    for (int k = 0; k < KEEP_DONE; k++) json_decref(w.recent_done[k]);
     say("exit");
     return 0;
 }
