@@ -340,13 +340,8 @@ int coord_dashboard_start(coord *c, xd_err *e) {
         .prometheus = api_prometheus,
         .last_event_id = api_last_event_id,
     };
-    if (coord_http_start(&c->loop, c->opt.http, dir, &api, &c->http, e)) return -1;
-    /* the Jupyter way: the address to open, token included, where the operator looks */
-    fprintf(stderr,
-            "\n    To see the runs, open this URL in a browser (the token is also in %s/dashboard.token):\n"
-            "        %s\n\n",
-            dir, coord_http_url(c->http));
-    return 0;
+    /* coord_http_start logs the address to open, token included (the Jupyter way), on stderr */
+    return coord_http_start(&c->loop, c->opt.http, dir, &api, &c->http, e);
 }
 
 void coord_dashboard_notify(coord *c) { coord_http_notify(c->http); }
