@@ -14,7 +14,7 @@ static const char *str_field(json_t *f, const char *key) {
     return s ? s : "";
 }
 
-static json_t *time_json(sqlite3_stmt *st, int i) {
+json_t *coord_time_json(sqlite3_stmt *st, int i) {
     if (sqlite3_column_type(st, i) == SQLITE_NULL || sqlite3_column_int64(st, i) == 0) return json_null();
     return json_real((double)sqlite3_column_int64(st, i) / 1000.0);
 }
@@ -105,14 +105,14 @@ static void on_submit(coord *c, const coord_peer *p, json_t *f) {
 
 /* ---- query ---- */
 
-static json_t *runs_json(coord *c) {
+json_t *coord_runs_json(coord *c) {
     json_t *runs = json_array(), *by_id = json_object();
     sqlite3_stmt *st = coord_sql(c, "SELECT id, name, state, created, updated, ended FROM runs ORDER BY seq DESC LIMIT ?", "i",
                                  (int64_t)LIST_MAX);
     while (st && coord_sql_step(c, st) == 1) {
         json_t *r = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:{}}", "id", coord_col_text(st, 0), "name",
-                              coord_col_text(st, 1), "state", coord_col_text(st, 2), "created", time_json(st, 3),
-                              "updated", time_json(st, 4), "ended", time_json(st, 5), "jobs");
+                              coord_col_text(st, 1), "state", coord_col_text(st, 2), "created", coord_time_json(st, 3),
+                              "updated", coord_time_json(st, 4), "ended", coord_time_json(st, 5), "jobs");
         json_array_append_new(runs, r);
         json_object_set(by_id, coord_col_text(st, 0), r);
     }
@@ -138,15 +138,12 @@ static bool flat(json_t *o) {
     return true;
 }
 
-static void query_run(coord *c, const coord_peer *p, const char *run) {
+json_t *coord_run_json(coord *c, const char *run) {
     sqlite3_stmt *st = coord_sql(c, "SELECT id, name, state, created, updated, ended, spec FROM runs WHERE id = ?", "s", run);
-    if (!st || coord_sql_step(c, st) != 1) {
-        coord_reply_error(c, p, "no run \"%s\"", run);
-        return;
-    }
+    if (!st || coord_sql_step(c, st) != 1) return NULL;
     json_t *r = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s}", "id", coord_col_text(st, 0), "name", coord_col_text(st, 1),
-                          "state", coord_col_text(st, 2), "created", time_json(st, 3), "updated", time_json(st, 4),
-                          "ended", time_json(st, 5), "spec", coord_col_text(st, 6));
+                          "state", coord_col_text(st, 2), "created", coord_time_json(st, 3), "updated", coord_time_json(st, 4),
+                          "ended", coord_time_json(st, 5), "spec", coord_col_text(st, 6));
     sqlite3_reset(st);
     json_t *jobs = json_array(), *by_id = json_object();
     st = coord_sql(c,
@@ -162,7 +159,7 @@ static void query_run(coord *c, const coord_peer *p, const char *run) {
                               "retries", sqlite3_column_int(st, 6), "worker_failures", sqlite3_column_int(st, 7),
                               "worker_retries", sqlite3_column_int(st, 8), "gpus", sqlite3_column_int(st, 9),
                               "workdir", coord_col_text(st, 10), "output", coord_col_text(st, 11),
-                              "not_before", time_json(st, 12), "deps", "error", "metrics", "worker", "config",
+                              "not_before", coord_time_json(st, 12), "deps", "error", "metrics", "worker", "config",
                               coord_col_text(st, 15));
         if (!j) continue;
         if (sqlite3_column_type(st, 13) != SQLITE_NULL) json_object_set_new(j, "error", json_string(coord_col_text(st, 13)));
@@ -186,7 +183,7 @@ static void query_run(coord *c, const coord_peer *p, const char *run) {
         if (line && !flat(line)) json_decref(line), line = NULL; /* the wire nests 8 deep at most */
         json_object_set_new(j, "metrics",
                             json_pack("{s:I, s:I, s:o, s:o, s:s}", "step", (json_int_t)sqlite3_column_int64(st, 1), "total",
-                                      (json_int_t)sqlite3_column_int64(st, 2), "time", time_json(st, 3), "line",
+                                      (json_int_t)sqlite3_column_int64(st, 2), "time", coord_time_json(st, 3), "line",
                                       line ? line : json_string(coord_col_text(st, 4)), "attempt", coord_col_text(st, 5)));
     }
     size_t it = 0;
@@ -200,7 +197,16 @@ static void query_run(coord *c, const coord_peer *p, const char *run) {
         }
     }
     json_decref(by_id);
-    coord_reply_ok(c, p, json_pack("{s:o, s:o}", "run", r, "jobs", jobs));
+    return json_pack("{s:o, s:o}", "run", r, "jobs", jobs);
+}
+
+static void query_run(coord *c, const coord_peer *p, const char *run) {
+    json_t *body = coord_run_json(c, run);
+    if (!body) {
+        coord_reply_error(c, p, "no run \"%s\"", run);
+        return;
+    }
+    coord_reply_ok(c, p, body);
 }
 
 static void on_query(coord *c, const coord_peer *p, json_t *f) {
@@ -209,7 +215,7 @@ static void on_query(coord *c, const coord_peer *p, json_t *f) {
         query_run(c, p, run);
         return;
     }
-    coord_reply_ok(c, p, json_pack("{s:o, s:o}", "runs", runs_json(c), "coordinator", stats_json(c)));
+    coord_reply_ok(c, p, json_pack("{s:o, s:o}", "runs", coord_runs_json(c), "coordinator", stats_json(c)));
 }
 
 /* ---- control ---- */
@@ -417,6 +423,36 @@ static void on_control(coord *c, const coord_peer *p, json_t *f) {
 
 /* ---- log_tail, events, workers ---- */
 
+json_t *coord_job_lines(coord *c, const char *job, int64_t n) {
+    json_t *out = json_array();
+    sqlite3_stmt *st = coord_sql(c, "SELECT attempt, step, total, time, line FROM metrics WHERE job = ? ORDER BY id DESC LIMIT ?",
+                                 "si", job, n);
+    while (st && coord_sql_step(c, st) == 1)
+        json_array_insert_new(out, 0,
+                              json_pack("{s:s, s:I, s:I, s:o, s:s}", "attempt", coord_col_text(st, 0), "step",
+                                        (json_int_t)sqlite3_column_int64(st, 1), "total", (json_int_t)sqlite3_column_int64(st, 2),
+                                        "time", coord_time_json(st, 3), "line", coord_col_text(st, 4)));
+    return out;
+}
+
+json_t *coord_events_json(coord *c, const char *run, int64_t since, int64_t *last) {
+    json_t *out = json_array();
+    *last = since;
+    sqlite3_stmt *st = coord_sql(c,
+                                 "SELECT id, time, run, job, attempt, kind, message FROM events WHERE (?1 = '' OR run = ?1) "
+                                 "AND id > ?2 ORDER BY id LIMIT ?3",
+                                 "sii", run ? run : "", since, (int64_t)LIST_MAX);
+    while (st && coord_sql_step(c, st) == 1) {
+        *last = sqlite3_column_int64(st, 0);
+        json_t *ev = json_pack("{s:I, s:o, s:s, s:s, s:s}", "id", (json_int_t)*last, "time", coord_time_json(st, 1), "kind",
+                               coord_col_text(st, 5), "message", coord_col_text(st, 6), "run", coord_col_text(st, 2));
+        json_object_set_new(ev, "job", sqlite3_column_type(st, 3) == SQLITE_NULL ? json_null() : json_string(coord_col_text(st, 3)));
+        json_object_set_new(ev, "attempt", sqlite3_column_type(st, 4) == SQLITE_NULL ? json_null() : json_string(coord_col_text(st, 4)));
+        json_array_append_new(out, ev);
+    }
+    return out;
+}
+
 static void on_log_tail(coord *c, const coord_peer *p, json_t *f) {
     const char *job = str_field(f, "job");
     json_int_t lines = json_integer_value(json_object_get(f, "lines"));
@@ -428,15 +464,7 @@ static void on_log_tail(coord *c, const coord_peer *p, json_t *f) {
         return;
     }
     sqlite3_reset(st);
-    json_t *out = json_array();
-    st = coord_sql(c, "SELECT attempt, step, total, time, line FROM metrics WHERE job = ? ORDER BY id DESC LIMIT ?", "si", job,
-                   (int64_t)lines);
-    while (st && coord_sql_step(c, st) == 1)
-        json_array_insert_new(out, 0,
-                              json_pack("{s:s, s:I, s:I, s:o, s:s}", "attempt", coord_col_text(st, 0), "step",
-                                        (json_int_t)sqlite3_column_int64(st, 1), "total", (json_int_t)sqlite3_column_int64(st, 2),
-                                        "time", time_json(st, 3), "line", coord_col_text(st, 4)));
-    coord_reply_ok(c, p, json_pack("{s:s, s:o}", "job", job, "lines", out));
+    coord_reply_ok(c, p, json_pack("{s:s, s:o}", "job", job, "lines", coord_job_lines(c, job, lines)));
 }
 
 static void on_events(coord *c, const coord_peer *p, json_t *f) {
@@ -451,20 +479,8 @@ static void on_events(coord *c, const coord_peer *p, json_t *f) {
         }
         sqlite3_reset(st);
     }
-    json_t *out = json_array();
-    int64_t last = since;
-    sqlite3_stmt *st = coord_sql(c,
-                                 "SELECT id, time, run, job, attempt, kind, message FROM events WHERE (?1 = '' OR run = ?1) "
-                                 "AND id > ?2 ORDER BY id LIMIT ?3",
-                                 "sii", run, (int64_t)since, (int64_t)LIST_MAX);
-    while (st && coord_sql_step(c, st) == 1) {
-        last = sqlite3_column_int64(st, 0);
-        json_t *ev = json_pack("{s:I, s:o, s:s, s:s, s:s}", "id", (json_int_t)last, "time", time_json(st, 1), "kind",
-                               coord_col_text(st, 5), "message", coord_col_text(st, 6), "run", coord_col_text(st, 2));
-        json_object_set_new(ev, "job", sqlite3_column_type(st, 3) == SQLITE_NULL ? json_null() : json_string(coord_col_text(st, 3)));
-        json_object_set_new(ev, "attempt", sqlite3_column_type(st, 4) == SQLITE_NULL ? json_null() : json_string(coord_col_text(st, 4)));
-        json_array_append_new(out, ev);
-    }
+    int64_t last;
+    json_t *out = coord_events_json(c, run, since, &last);
     coord_reply_ok(c, p, json_pack("{s:o, s:I}", "events", out, "last", (json_int_t)last));
 }
 

@@ -15,6 +15,8 @@ typedef struct coord_options {
     int lease_ms;          /* an attempt's lease and a worker's silence limit */
     int backoff_ms;        /* first retry delay; doubles per failure */
     int backoff_max_ms;    /* cap of the retry delay */
+    const char *http;      /* the dashboard's HOST:PORT (docs/dashboard.md), NULL: none */
+    bool http_public;      /* --http may bind an address other hosts reach */
 } coord_options;
 
 /* Parses xcoord's command line into o (strings point into argv). Returns 0 to run, 1 when it

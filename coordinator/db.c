@@ -296,6 +296,7 @@ void coord_event(coord *c, const char *run, const char *job, const char *attempt
     coord_sql_exec(c,
                    "INSERT INTO events(time, run, job, attempt, kind, message) VALUES (?, ?, ?, ?, ?, ?)",
                    "isssss", coord_wall_ms(), run, job, attempt, kind, msg);
+    coord_dashboard_notify(c); /* every event is a change the dashboard's stream reports */
 }
 
 const char *coord_col_text(sqlite3_stmt *st, int i) {

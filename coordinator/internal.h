@@ -128,6 +128,7 @@ typedef struct coord {
     coord_stats stats;
     uint64_t rejected_logged_at, refused_logged_at; /* log rate limits */
     xd_rng rng;
+    struct coord_http *http; /* the dashboard (--http), or NULL */
 } coord;
 
 /* ---- db.c: the schema (docs/coordinator.md), statements, transactions, events ---- */
@@ -240,5 +241,26 @@ void coord_rid_key(const uint8_t *rid, size_t len, char out[2 * COORD_MAX_RID + 
 /* Marks a worker dead: its attempts are lost and their jobs requeued (committed here). */
 void coord_worker_lost(coord *c, coord_worker *w, const char *why);
 json_t *coord_worker_json(coord *c, coord_worker *w);
+
+/* ---- client.c: the bodies that the replies and the dashboard (dashboard_api.c) share ---- */
+
+/* A time column as Unix seconds (null for null or 0). */
+json_t *coord_time_json(sqlite3_stmt *st, int i);
+/* The latest runs, each with its jobs by state (query's runs). */
+json_t *coord_runs_json(coord *c);
+/* {run, jobs} as query RUN answers; NULL: no such run. */
+json_t *coord_run_json(coord *c, const char *run);
+/* A job's last n metrics lines, oldest first: [{attempt, step, total, time, line}] (log_tail). */
+json_t *coord_job_lines(coord *c, const char *job, int64_t n);
+/* Events with id > since (run NULL or "": every run), at most 1000; *last: the last id. */
+json_t *coord_events_json(coord *c, const char *run, int64_t since, int64_t *last);
+
+/* ---- dashboard_api.c: xcoord --http (docs/dashboard.md) ---- */
+
+/* Starts the dashboard on c's loop when --http was given (the token next to the database). */
+int coord_dashboard_start(coord *c, xd_err *e);
+/* Something changed: the dashboard's live stream is told (coalesced; nothing without --http). */
+void coord_dashboard_notify(coord *c);
+void coord_dashboard_stop(coord *c);
 
 #endif

@@ -421,6 +421,7 @@ int coord_serve(const coord_options *o, xd_err *e) {
     if (rc == 0) rc = coord_sched_recover(c, e);
     if (rc == 0) rc = open_sockets(c, e);
     if (rc == 0) rc = open_handles(c, e);
+    if (rc == 0) rc = coord_dashboard_start(c, e);
     if (rc == 0) {
         xd_info("xcoord: listening on %s%s (database %s, artifacts %s, %u live attempts)", c->endpoint,
                 c->keys ? " with CURVE" : "", o->db_path, c->artifacts, (unsigned)c->attempts.count);
@@ -434,6 +435,7 @@ int coord_serve(const coord_options *o, xd_err *e) {
         }
         if (c->fatal) rc = xd_fail(e, "stopped after a database error (see the log)");
     }
+    coord_dashboard_stop(c); /* its handles close with the others' */
     close_handles(c);
     if (c->router) zmq_close(c->router);
     if (c->zap) zmq_close(c->zap);

@@ -2,11 +2,30 @@
 #include "internal.h"
 #include "stages/args.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
 static const char *const usage =
-    "xcoord --listen tcp://HOST:PORT --db FILE --artifacts DIR [--keys DIR] [--heartbeat-ms 1000] [--lease-ms 5000]";
+    "xcoord --listen tcp://HOST:PORT --db FILE --artifacts DIR [--keys DIR] [--heartbeat-ms 1000] [--lease-ms 5000]"
+    " [--http HOST:PORT [--http-public]]";
+
+/* Whether HOST:PORT ("127.0.0.1:8080", "[::1]:0", "localhost:8080") names a loopback address. */
+static bool http_is_loopback(const char *host_port) {
+    char host[256];
+    const char *end;
+    if (host_port[0] == '[') {
+        host_port++;
+        end = strchr(host_port, ']');
+    } else {
+        end = strrchr(host_port, ':');
+    }
+    if (!end || (size_t)(end - host_port) >= sizeof host) return false;
+    snprintf(host, sizeof host, "%.*s", (int)(end - host_port), host_port);
+    if (!strcmp(host, "localhost") || !strcmp(host, "::1")) return true;
+    unsigned char a[4];
+    return inet_pton(AF_INET, host, a) == 1 && a[0] == 127;
+}
 
 int coord_parse_args(int argc, char **argv, coord_options *o, xd_err *e) {
     *o = (coord_options){.heartbeat_ms = 1000, .lease_ms = 5000, .backoff_ms = 1000, .backoff_max_ms = 60000};
@@ -19,6 +38,8 @@ int coord_parse_args(int argc, char **argv, coord_options *o, xd_err *e) {
         {"--lease-ms", ARG_INT, &o->lease_ms, "attempt lease and worker silence limit (default 5000)", false},
         {"--backoff-ms", ARG_INT, &o->backoff_ms, "first retry delay, doubled per failure (default 1000)", false},
         {"--backoff-max-ms", ARG_INT, &o->backoff_max_ms, "cap of the retry delay (default 60000)", false},
+        {"--http", ARG_STRING, &o->http, "serve the dashboard on HOST:PORT (PORT 0 picks one); token in the db's directory", false},
+        {"--http-public", ARG_FLAG, &o->http_public, "let --http bind an address other hosts reach (0.0.0.0, a LAN IP)", false},
     };
     int n = (int)(sizeof specs / sizeof specs[0]);
     int rc = args_parse(specs, n, argc, argv, e);
@@ -35,5 +56,9 @@ int coord_parse_args(int argc, char **argv, coord_options *o, xd_err *e) {
         return xd_fail(e, "--lease-ms must be at least twice --heartbeat-ms (and at most 3600000)");
     if (o->backoff_ms < 1 || o->backoff_max_ms < o->backoff_ms || o->backoff_max_ms > 86400000)
         return xd_fail(e, "--backoff-ms must be >= 1 and --backoff-max-ms at least that");
+    if (o->http_public && !o->http) return xd_fail(e, "--http-public needs --http HOST:PORT");
+    if (o->http && !http_is_loopback(o->http) && !o->http_public)
+        return xd_fail(e, "--http %s is reachable from other hosts: bind 127.0.0.1:PORT (and tunnel, ssh -L), or give "
+                          "--http-public to serve the dashboard (token-protected, plain HTTP) off loopback", o->http);
     return 0;
 }

@@ -307,6 +307,7 @@ static void on_progress(coord *c, const coord_peer *p, json_t *f) {
     coord_sql_exec(c, "INSERT INTO metrics(attempt, job, step, total, time, line) VALUES (?, ?, ?, ?, ?, ?)", "ssiiis",
                    a->id, a->job, int_field(f, "step"), int_field(f, "total"), coord_wall_ms(), cut ? cut : line);
     free(cut);
+    coord_dashboard_notify(c); /* a new point for the dashboard's curves */
 }
 
 static void on_checkpoint(coord *c, const coord_peer *p, json_t *f) {

@@ -7,7 +7,7 @@
  *       one client request; prints the reply's fields as JSON. Exit 0 reply ok, 1 reply not ok,
  *       2 an error message came back, 3 no answer within the timeout.
  *   worker --name N [--gpus K] [--job-ms MS] [--progress-ms MS] [--fail SUBSTR] [--silent-on SUBSTR
- *          --silent-ms MS] [--save-configs DIR] [--max-seconds S]
+ *          --silent-ms MS] [--save-configs DIR] [--max-seconds S] [--rich 1]
  *       a fake xworker: hello, heartbeats at the coordinator's rate, accept, progress, a checkpoint,
  *       done (ok, or failed for jobs whose id contains --fail). --silent-on: after accepting such
  *       a job (the first time) it goes silent for --silent-ms (no heartbeat, no progress), then
@@ -17,7 +17,10 @@
  *       dones again (one may have died with the old connection). Logs on stdout:
  *       welcome, assign ATTEMPT EPOCH JOB STAGE gpus=LIST, done ATTEMPT EPOCH ok|fail, fence ATTEMPT EPOCH,
  *       cancel ATTEMPT EPOCH, drain, error CODE MESSAGE, silent ATTEMPT, late-done ATTEMPT EPOCH,
- *       badconfig JOB WHY. Runs until SIGTERM or --max-seconds.
+ *       badconfig JOB WHY. Runs until SIGTERM or --max-seconds. --rich 1: progress lines shaped like
+ *       xtrain's metrics.jsonl (align: mse_layer per layer; distill and final: ce, kl; all: tokens,
+ *       tokens_per_s, grad_norm), and a succeeded eval job writes a small report JSON to its
+ *       config's out (for the dashboard tests).
  *   send-raw garbage|oversize|wrong-version|bad-field|two-frames|wrong-way [--count N]
  *       a malformed message (N times); prints the first answer. Exit 2 when an error came back,
  *       3 when nothing did.
@@ -259,7 +262,7 @@ static int cmd_send_raw(peer *p, int argc, char **argv) {
 /* ---- worker ---- */
 
 typedef struct job {
-    char attempt[300], job[300], workdir[4200];
+    char attempt[300], job[300], workdir[4200], stage[64], out[4200];
     int64_t epoch;
     uint64_t next_progress, end;
     int step, total;
@@ -274,6 +277,7 @@ typedef struct worker {
     int n_done;
     const char *name, *fail, *silent_on, *save_configs;
     int gpus, job_ms, progress_ms, silent_ms, heartbeat_ms;
+    bool rich;
     job jobs[4];
     uint64_t next_heartbeat, silent_until;
     bool silenced_once, draining;
@@ -295,8 +299,9 @@ static void send_hello(worker *w) {
     send_msg(w->p, PROTO_HELLO, json_pack("{s:s, s:i, s:o, s:o}", "worker", w->name, "pid", (int)getpid(), "devices", devices, "running", running_json(w)));
 }
 
-/* The config must be YAML whose out is the workdir (eval: the report inside it). */
-static void check_config(worker *w, const char *jobid, const char *workdir, const char *config) {
+/* The config must be YAML whose out is the workdir (eval: the report inside it); out_path gets
+ * its out. */
+static void check_config(worker *w, const char *jobid, const char *workdir, const char *config, char *out_path, size_t cap) {
     yaml_parser_t parser;
     yaml_document_t doc;
     yaml_parser_initialize(&parser);
@@ -319,6 +324,7 @@ static void check_config(worker *w, const char *jobid, const char *workdir, cons
         if (!why && strcmp(out, workdir) && strcmp(out, report)) why = "out is not the workdir";
     }
     yaml_parser_delete(&parser);
+    snprintf(out_path, cap, "%s", out);
     if (why) say("badconfig %s %s (out %s, workdir %s)", jobid, why, out, workdir);
     if (w->save_configs) {
         char path[4600], name[300];
@@ -348,10 +354,13 @@ static void on_assign(worker *w, json_t *f) {
     json_array_foreach(json_object_get(f, "gpus"), gi, g)
         snprintf(gpus + strlen(gpus), sizeof gpus - strlen(gpus), "%s%lld", gi ? "," : "", (long long)json_integer_value(g));
     say("assign %s %lld %s %s gpus=%s", attempt, (long long)epoch, jobid, json_string_value(json_object_get(f, "stage")), gpus);
-    check_config(w, jobid, workdir, json_string_value(json_object_get(f, "config")));
+    char out[4200];
+    check_config(w, jobid, workdir, json_string_value(json_object_get(f, "config")), out, sizeof out);
     if (slot < 0) return;
     job *j = &w->jobs[slot];
     memset(j, 0, sizeof *j);
+    snprintf(j->out, sizeof j->out, "%s", out);
+    snprintf(j->stage, sizeof j->stage, "%s", json_string_value(json_object_get(f, "stage")));
     snprintf(j->attempt, sizeof j->attempt, "%s", attempt);
     snprintf(j->job, sizeof j->job, "%s", jobid);
     snprintf(j->workdir, sizeof j->workdir, "%s", workdir);
@@ -379,7 +388,38 @@ static job *find_job(worker *w, json_t *f) {
     return NULL;
 }
 
+/* What `xtrain eval` writes to its out: recovery per task and the C_alpha curve (small). */
+static void write_eval_report(const job *j) {
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s", j->out);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return;
+    *slash = 0;
+    for (char *q = dir + 1; *q; q++) /* mkdir -p */
+        if (*q == '/') {
+            *q = 0;
+            mkdir(dir, 0755);
+            *q = '/';
+        }
+    mkdir(dir, 0755);
+    static const char *const tasks[][2] = {{"ppl/math", "perplexity"}, {"ppl/code", "perplexity"}, {"mc/arc_easy", "multiple_choice"},
+                                           {"mc/piqa", "multiple_choice"}};
+    json_t *t = json_array(), *curve = json_array();
+    for (int i = 0; i < 4; i++) {
+        double teacher = 0.2 + 0.1 * i, recovery = 0.93 + 0.02 * i;
+        json_array_append_new(t, json_pack("{s:s, s:s, s:f, s:f, s:f}", "task", tasks[i][0], "kind", tasks[i][1], "teacher", teacher,
+                                           "student", teacher * recovery, "recovery", recovery));
+    }
+    static const double alphas[] = {0, 0.01, 0.02, 0.05, 0.1, 0.2};
+    for (int i = 0; i < 6; i++) json_array_append_new(curve, json_pack("{s:f, s:f}", "alpha", alphas[i], "c", 0.25 + 0.15 * i));
+    json_t *report = json_pack("{s:s, s:s, s:o, s:o, s:f, s:b, s:[]}", "teacher", "/models/teacher.gguf", "student", j->workdir, "tasks", t,
+                               "c_alpha", curve, "alpha_star", 0.05, "lossless", 0, "skipped_sources");
+    if (json_dump_file(report, j->out, JSON_INDENT(1)) == 0) say("report %s", j->out);
+    json_decref(report);
+}
+
 static void send_done(worker *w, job *j, bool ok, int exit_code, const char *error) {
+    if (ok && w->rich && !strcmp(j->stage, "eval") && j->out[0]) write_eval_report(j);
     char output[4300];
     snprintf(output, sizeof output, "%s/model", j->workdir);
     json_t *done = json_pack("{s:s, s:I, s:b, s:i, s:s, s:s}", "attempt", j->attempt, "epoch", (json_int_t)j->epoch,
@@ -434,6 +474,27 @@ static void drain_messages(worker *w) {
     }
 }
 
+/* One metrics line: the plain {step, loss, lr}, or with --rich one shaped like the stage's. */
+static void progress_line(const worker *w, const job *j, char *line, size_t cap) {
+    int s = j->step;
+    if (!w->rich) {
+        snprintf(line, cap, "{\"step\":%d,\"loss\":%.4f,\"lr\":0.001}", s, 5.0 / s);
+        return;
+    }
+    size_t n = (size_t)snprintf(line, cap, "{\"step\":%d,\"tokens\":%d,\"lr\":0.001,\"grad_norm\":%.4f,\"tokens_per_s\":%.1f",
+                                s, s * 16384, 1.0 / (1.0 + s), 40000.0 + 500.0 * s);
+    if (!strcmp(j->stage, "align")) {
+        n += (size_t)snprintf(line + n, cap - n, ",\"loss\":%.6f,\"first_layer\":0,\"mse_layer\":[", 0.05 / s);
+        for (int l = 0; l < 4 && n < cap; l++) n += (size_t)snprintf(line + n, cap - n, "%s%.6f", l ? "," : "", (0.02 + 0.01 * l) / s);
+        if (n < cap) n += (size_t)snprintf(line + n, cap - n, "]");
+    } else if (!strcmp(j->stage, "distill") || !strcmp(j->stage, "final")) {
+        n += (size_t)snprintf(line + n, cap - n, ",\"loss\":%.4f,\"ce\":%.4f,\"kl\":%.4f", 2.0 / s + 1.0, 1.5 / s + 1.1, 0.8 / s);
+    } else {
+        n += (size_t)snprintf(line + n, cap - n, ",\"loss\":%.4f", 5.0 / s);
+    }
+    if (n < cap) snprintf(line + n, cap - n, "}");
+}
+
 static int cmd_worker(peer *p, int argc, char **argv) {
     worker w = {.p = p, .gpus = 0, .job_ms = 300, .progress_ms = 100, .silent_ms = 3000, .heartbeat_ms = 1000};
     int max_seconds = 120;
@@ -448,6 +509,7 @@ static int cmd_worker(peer *p, int argc, char **argv) {
         else if (!strcmp(k, "--silent-ms")) w.silent_ms = atoi(v);
         else if (!strcmp(k, "--save-configs")) w.save_configs = v;
         else if (!strcmp(k, "--max-seconds")) max_seconds = atoi(v);
+        else if (!strcmp(k, "--rich")) w.rich = atoi(v) != 0;
         else return die("unknown worker flag %s", k);
     }
     if (!w.name) return die("worker needs --name%s", "");
@@ -480,8 +542,8 @@ static int cmd_worker(peer *p, int argc, char **argv) {
             if (!j->used) continue;
             if (now >= j->next_progress && j->step < j->total) {
                 j->step++;
-                char line[200];
-                snprintf(line, sizeof line, "{\"step\":%d,\"loss\":%.4f,\"lr\":0.001}", j->step, 5.0 / j->step);
+                char line[1024];
+                progress_line(&w, j, line, sizeof line);
                 send_msg(p, PROTO_PROGRESS, json_pack("{s:s, s:I, s:i, s:i, s:s}", "attempt", j->attempt, "epoch", (json_int_t)j->epoch,
                                                       "step", j->step, "total", j->total, "metrics", line));
                 if (j->step == 1) {
