@@ -82,7 +82,7 @@ check "align resumed from its checkpoint there" "grep -l 'resuming from' '$tmp'/
 
 # faults: a worker SIGKILLed during distill, then the coordinator SIGKILLed mid-run and started
 # again on its database. The run finishes; no job is lost, none succeeds twice.
-sed -e 's/^name: tiny/name: faults/' -e 's/^distill: .*/distill: {steps: 10, seq_len: 32, batch: 2, checkpoint_every: 2, keep_checkpoints: 1}/' \
+sed -e 's/^name: tiny/name: faults/' -e 's/^distill: .*/distill: {steps: 6, seq_len: 32, batch: 2, checkpoint_every: 2, keep_checkpoints: 1}/' \
   "$tmp/spec.yaml" > "$tmp/spec3.yaml"
 run3=$("$xctl" submit "$tmp/spec3.yaml")
 i=0
