@@ -643,7 +643,7 @@ int coord_spec_expand(const coord_spec *s, const char *artifacts, const char *ru
         put_out(&join, "out", root, "align");
         coord_buf_put(&join, "mode: layers\nexperts:\n");
         coord_buf layers = {0};
-        coord_buf_put(&layers, "layers:\n");
+        coord_buf_put(&layers, "layers: \""); /* merge's layers mode: "A-B,C-D,..." */
         for (int i = 0; i < n; i++) {
             long a = (long)i * s->num_layers / n, b = (long)(i + 1) * s->num_layers / n - 1;
             char name[SPEC_MAX_NAME];
@@ -660,8 +660,9 @@ int coord_spec_expand(const coord_spec *s, const char *artifacts, const char *ru
             coord_buf_put(&join, "  - ");
             put_quoted(&join, dag->jobs[blocks[i]].output);
             coord_buf_put(&join, "\n");
-            coord_buf_printf(&layers, "  - \"%ld-%ld\"\n", a, b);
+            coord_buf_printf(&layers, "%s%ld-%ld", i ? "," : "", a, b);
         }
+        coord_buf_put(&layers, "\"\n");
         coord_buf_put(&join, layers.data ? layers.data : "");
         coord_buf_free(&layers);
         align = db.oom ? -1 : add_job(&db, "align", "merge", 0, "", &join, blocks, n);

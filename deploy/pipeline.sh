@@ -2,7 +2,9 @@
 # The whole distillation pipeline on this machine (DESIGN 1.2), stage by stage with xtrain:
 #   corpora -> prepare (one shard directory per domain) -> init -> align -> distill per domain
 #   -> merge (the paper's weights) -> final distill on the mixture -> eval (prints the summary).
-# Every stage resumes from its checkpoints when run again; a finished stage (its DONE) is skipped.
+# By default the stages run as jobs of a local cluster (xcoord + 2 CPU xworkers, submitted and
+# watched with xctl); XD_LOCAL=1 runs them one after another in this shell instead. Every stage
+# resumes from its checkpoints when run again; a finished stage (its DONE) is skipped.
 #   deploy/pipeline.sh [RUN_DIR (default runs/quickstart)]
 # Budgets come from the environment (defaults: a few minutes a stage on 2 cores):
 #   XD_CORPUS_MB=1 XD_CHAT_PROMPTS=24 XD_SEQ_LEN=64 XD_BATCH=2 XD_ALIGN_STEPS=40
@@ -30,6 +32,44 @@ for d in "${domains[@]}"; do
   [ -f "$run/shards/$d/manifest.json" ] || "$xtrain" prepare --tokenizer "$teacher" --out "$run/shards/$d" \
     --domain "$d" --val-fraction 0.1 "$corpus/$d"
 done
+
+if [ "${XD_LOCAL:-0}" != 1 ]; then
+  # On a local cluster: xcoord and two CPU workers (deploy/cluster.sh), the pipeline submitted as a
+  # spec (docs/pipeline-spec.md) and watched with xctl until it ends.
+  say "cluster: xcoord and ${XD_WORKERS:-2} workers (deploy/cluster.sh, $run/cluster)"
+  port=${XD_PORT:-7070}
+  export XCTL_COORDINATOR=tcp://127.0.0.1:$port
+  bash deploy/cluster.sh status --dir "$run/cluster" > /dev/null 2>&1 ||
+    bash deploy/cluster.sh start --dir "$run/cluster" --port "$port" --workers "${XD_WORKERS:-2}"
+  {
+    printf 'name: quickstart\nteacher: %s\nstudent: {window: %s, sinks: 4, chunk: %s}\ndomains:\n' "$teacher" \
+      "${XD_WINDOW:-64}" "${XD_CHUNK:-16}"
+    for d in "${domains[@]}"; do printf '  - {name: %s, data: %s, weight: %s}\n' "$d" "$run/shards/$d" "${weight[$d]}"; done
+    printf 'align: {layer_blocks: 2, steps: %s, seq_len: %s, batch: %s, warmup: 4}\n' "${XD_ALIGN_STEPS:-40}" "$seq" "$batch"
+    printf 'distill: {steps: %s, seq_len: %s, batch: %s, lr: 1e-4, warmup: 2}\n' "${XD_DISTILL_STEPS:-12}" "$seq" "$batch"
+    printf 'final_distill: {steps: %s, seq_len: %s, batch: %s, lr: 5e-5, warmup: 2}\n' "${XD_FINAL_STEPS:-6}" "$seq" "$batch"
+    printf 'eval: {seq_len: %s, max_tokens: 1024, tasks: [%s]}\n' "$seq" "$(pwd)/deploy/tasks/general.jsonl"
+  } > "$run/spec.yaml"
+  id=$(build/xctl/xctl submit "$run/spec.yaml")
+  say "run $id submitted: xctl status $id, xctl logs $id/JOB; waiting"
+  rc=0
+  build/xctl/xctl wait "$id" || rc=$?
+  build/xctl/xctl status "$id" || true
+  report=$(ls "$run"/cluster/artifacts/"$id"/eval/*.json 2> /dev/null | head -n 1)
+  if [ $rc -eq 0 ] && [ -n "$report" ]; then
+    say "eval summary ($report)"
+    python3 - "$report" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for t in r["tasks"]:
+    print(f"  {t['task']:<24} teacher {t['teacher']:.4g}  student {t['student']:.4g}  recovery {t['recovery']:.3f}")
+print("  C_alpha: " + "  ".join(f"{c['alpha']:g}:{c['c']:.2f}" for c in r["c_alpha"]) +
+      f"   alpha* = {r['alpha_star']}   lossless: {r['lossless']}")
+PY
+  fi
+  echo "pipeline: the cluster keeps running (deploy/cluster.sh stop --dir $run/cluster to end it)"
+  exit $rc
+fi
 
 say "init: the hybrid student"
 [ -f "$run/student/config.json" ] || "$xtrain" init --teacher "$teacher" --out "$run/student" \

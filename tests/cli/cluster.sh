@@ -41,7 +41,7 @@ teacher: $teacher
 student: {window: 16, sinks: 2, chunk: 8}
 domains:
   - {name: english, data: $tmp/data, weight: 1}
-align: {steps: 2, seq_len: 32, batch: 2, checkpoint_every: 1, keep_checkpoints: 1}
+align: {layer_blocks: 2, steps: 2, seq_len: 32, batch: 2, checkpoint_every: 1, keep_checkpoints: 1}
 distill: {steps: 2, seq_len: 32, batch: 2, checkpoint_every: 100}
 final_distill: {steps: 2, seq_len: 32, batch: 2, checkpoint_every: 100}
 eval: {max_tokens: 64, seq_len: 32}
@@ -57,7 +57,7 @@ check "xctl wait: the run succeeded (rc=$rc)" "[ $rc -eq 0 ]"
 check "xctl status RUN: every job succeeded, with steps and losses" \
   "[ \$(grep -c succeeded '$tmp/status.out') -ge 6 ] && grep -q '2/2' '$tmp/status.out' && python3 -c \"import json,sys; b=json.load(open('$tmp/status.json')); sys.exit(0 if all(j['state']=='succeeded' for j in b['jobs']) else 1)\""
 check "the eval report is in the artifacts" "ls '$tmp/cluster/artifacts/$run/eval/' | grep -q json"
-"$xctl" logs "$run/align" > "$tmp/logs.out"
+"$xctl" logs "$run/align-0" > "$tmp/logs.out"
 check "xctl logs: align's progress lines" "grep -q 'step 2/2' '$tmp/logs.out'"
 "$xctl" events "$run" > "$tmp/events.out"
 check "xctl events: the run's story" "grep -q dispatched '$tmp/events.out' && grep -q succeeded '$tmp/events.out'"

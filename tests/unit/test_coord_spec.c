@@ -66,7 +66,7 @@ static void test_dag(void) {
     CHECK(a1 && strstr(a1->config, "layers: \"2-4\"\n") && !strstr(a1->config, "layer_blocks") && !strstr(a1->config, "num_layers"));
     CHECK(join && !strcmp(join->stage, "merge") && join->gpus == 0 && join->n_deps == 2 &&
           strstr(join->config, "mode: layers\nexperts:\n  - \"/art/run-1-abcd/align-0/model\"\n  - \"/art/run-1-abcd/align-1/model\"\n"
-                               "layers:\n  - \"0-1\"\n  - \"2-4\"\n"));
+                               "layers: \"0-1,2-4\"\n"));
     const coord_job_spec *dm = job(&d, "distill-math"), *merge = job(&d, "merge"), *fin = job(&d, "final"), *ev = job(&d, "eval");
     CHECK(dm && strstr(dm->config, "student: \"/art/run-1-abcd/align\"\n") && strstr(dm->config, "data:\n  - {path: \"/d/math\", weight: 1}\n"));
     CHECK(merge && strstr(merge->config, "  - {path: \"/art/run-1-abcd/distill-math/model\", weight: 0.35}\n") && merge->n_deps == 2);
