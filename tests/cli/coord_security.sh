@@ -5,6 +5,7 @@
 # usage: coord_security.sh XCOORD COORD_PEER
 xcoord=$1 peer=$2
 . "$(dirname "$0")/coord_lib.sh"
+lease_ms=3000 # leases are not under test here: a loaded machine must not lose the good worker
 start_coord
 start_worker good --job-ms 400
 cat > "$tmp/spec.yaml" <<YAML
