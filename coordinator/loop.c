@@ -295,13 +295,15 @@ static int open_sockets(coord *c, xd_err *e) {
     c->router = zmq_socket(c->zctx, ZMQ_ROUTER);
     if (!c->router) return zmq_fail(e, "zmq_socket");
     int64_t maxmsg = PROTO_MAX_MESSAGE;
-    int one = 1, zero = 0, hwm = 100000;
+    /* per connection: 10000 answers may wait for a slow reader (a burst of submits), then sends to
+     * it fail (counted); 1000 incoming messages wait, then TCP pushes back on the sender */
+    int one = 1, zero = 0, sndhwm = 10000, rcvhwm = 1000;
     if (zmq_setsockopt(c->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
         zmq_setsockopt(c->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) ||
         zmq_setsockopt(c->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one) ||
         zmq_setsockopt(c->router, ZMQ_LINGER, &zero, sizeof zero) ||
-        zmq_setsockopt(c->router, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
-        zmq_setsockopt(c->router, ZMQ_RCVHWM, &hwm, sizeof hwm))
+        zmq_setsockopt(c->router, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm) ||
+        zmq_setsockopt(c->router, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm))
         return zmq_fail(e, "socket options");
     if (c->keys) {
         const char *secret = coord_keys_server_secret(c->keys);

@@ -5,6 +5,7 @@
 # usage: coord_faults.sh XCOORD COORD_PEER
 xcoord=$1 peer=$2
 . "$(dirname "$0")/coord_lib.sh"
+lease_ms=1500 # silences below last 4 s and 3 s: well past it
 start_coord
 one_domain() {
   cat <<YAML
@@ -14,9 +15,9 @@ retries: 2
 YAML
 }
 
-# 1. a silent worker: w1 accepts distill-math, then says nothing for 3 s (the lease is 1 s)
+# 1. a silent worker: w1 accepts distill-math, then says nothing for 4 s (the lease is 1.5 s)
 one_domain > "$tmp/one.yaml"
-start_worker w1 --job-ms 300 --silent-on distill-math --silent-ms 3000
+start_worker w1 --job-ms 300 --silent-on distill-math --silent-ms 4000
 run=$(request submit --file spec="$tmp/one.yaml" | json "r['body']['run']")
 wait_until 20 "grep -q '^silent' '$tmp/w1.log'"
 check "w1 took distill-math and went silent" "grep -q \"^silent $run/distill-math#1\" '$tmp/w1.log'"
@@ -69,10 +70,10 @@ domains: [{name: a, data: /data/a}]
 worker_retries: 1
 YAML
 stop_worker ok1
-start_worker s1 --job-ms 300 --silent-on /init --silent-ms 2500
+start_worker s1 --job-ms 300 --silent-on /init --silent-ms 3000
 run=$(request submit --file spec="$tmp/lost.yaml" | json "r['body']['run']")
 wait_until 10 "grep -q \"^silent $run/init#1\" '$tmp/s1.log'"
-start_worker s2 --job-ms 300 --silent-on /init --silent-ms 2500
+start_worker s2 --job-ms 300 --silent-on /init --silent-ms 3000
 wait_until 20 "[ \"\$(sql \"SELECT state FROM jobs WHERE id = '$run/init'\")\" = failed ]"
 check "lost twice with worker_retries 1: the job fails, counted as lost" "[ \"\$(sql \"SELECT state || ':' || failures || ':' || worker_failures FROM jobs WHERE id = '$run/init'\")\" = failed:0:2 ] && sql \"SELECT error FROM jobs WHERE id = '$run/init'\" | grep -q 'lost 2 times'"
 stop_worker s1

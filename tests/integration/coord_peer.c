@@ -22,8 +22,8 @@
  *       tokens_per_s, grad_norm), and a succeeded eval job writes a small report JSON to its
  *       config's out (for the dashboard tests).
  *   send-raw garbage|oversize|wrong-version|bad-field|two-frames|wrong-way [--count N]
- *       a malformed message (N times); prints the first answer. Exit 2 when an error came back,
- *       3 when nothing did.
+ *       a malformed message (N times); waits for an answer to each, prints the first. Exit 2 when
+ *       errors came back (to all N), 3 when nothing did, 4 when some answers were missing.
  *   keygen DIR NAME      writes DIR/NAME.key (0600) and DIR/NAME.pub, Z85. */
 #define _XOPEN_SOURCE 700
 #include "proto/proto.h"
@@ -247,15 +247,22 @@ static int cmd_send_raw(peer *p, int argc, char **argv) {
         }
         if (rc) return die("send failed (%s)", kind);
     }
-    proto_type t;
-    json_t *f;
-    int rc = recv_msg(p, p->timeout_ms, &t, &f);
-    if (rc <= 0) {
+    /* every message is answered: wait for all of them (closing earlier would drop the unsent) */
+    proto_type t, first_t = PROTO_TYPE_COUNT;
+    json_t *f, *first = NULL;
+    int answers = 0;
+    while (answers < count && recv_msg(p, p->timeout_ms, &t, &f) > 0) {
+        if (!first) first = f, first_t = t;
+        else json_decref(f);
+        answers++;
+    }
+    if (!first) {
         fprintf(stderr, "coord_peer: no answer within %d ms\n", p->timeout_ms);
         return 3;
     }
-    rc = answer_exit(t, f);
-    json_decref(f);
+    if (count > 1) fprintf(stderr, "coord_peer: %d answers to %d messages\n", answers, count);
+    int rc = answers == count ? answer_exit(first_t, first) : 4;
+    json_decref(first);
     return rc;
 }
 
