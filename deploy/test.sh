@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
+# The tests' scratch space (students of SmolLM2 are 0.5 GB a copy, several GB at the peak) lives
+# beside the build, on the checkout's filesystem, not in /tmp, which may be a small tmpfs.
+export TMPDIR="$PWD/build-tmp"
+rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
+echo "== space: $(df -Pm . | awk 'NR == 2 { print $4 }') MB free in the checkout, $(df -Pm /tmp | awk 'NR == 2 { print $4 }') MB in /tmp"
 bash deploy/install-deps.sh --test
 bash deploy/fetch-teacher.sh models
 

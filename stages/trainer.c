@@ -237,11 +237,35 @@ int trainer_checkpoint_load_state(const char *ckpt, char **json, xd_err *e) {
     return xd_read_file(p, 64u << 20, json, NULL, e);
 }
 
+/* OUT/model as hard links to a checkpoint's model files: the same bytes, stored once (a student
+ * of a 1B teacher is 4+ GB in fp32). Files are only ever replaced by rename, never rewritten in
+ * place, so sharing an inode is safe. 1 when linking is not possible here (another filesystem). */
+static int link_model(const char *ckpt, const char *dir, xd_err *e) {
+    static const char *files[] = {"model.safetensors", "config.json"};
+    if (make_dir(dir, e)) return -1;
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char src[1400], dst[1400], tmp[1500];
+        snprintf(src, sizeof src, "%s/%s", ckpt, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        snprintf(tmp, sizeof tmp, "%s.link.tmp", dst);
+        unlink(tmp);
+        if (link(src, tmp) != 0) return 1;
+        if (rename(tmp, dst) != 0) {
+            unlink(tmp);
+            return xd_fail(e, "%s: rename failed: %s", dst, strerror(errno));
+        }
+    }
+    fsync_path(dir);
+    return 0;
+}
+
 int trainer_finish(const char *out, const model_transformer *model, const char *tokenizer_source,
-                   const char *summary_json, xd_err *e) {
+                   const char *same_as_checkpoint, const char *summary_json, xd_err *e) {
     char p[1200];
     snprintf(p, sizeof p, "%s/model", out);
-    if (model_save(model, p, tokenizer_source, e)) return -1;
+    int linked = same_as_checkpoint && !tokenizer_source ? link_model(same_as_checkpoint, p, e) : 1;
+    if (linked < 0) return -1;
+    if (linked == 1 && model_save(model, p, tokenizer_source, e)) return -1;
     snprintf(p, sizeof p, "%s/DONE", out);
     return xd_write_file_atomic(p, summary_json, strlen(summary_json), e);
 }
@@ -474,7 +498,12 @@ int trainer_session_finish(trainer_session *t, xd_err *e) {
     char summary[256];
     snprintf(summary, sizeof summary, "{\"stage\": \"%s\", \"steps\": %ld, \"tokens\": %.0f}\n", t->stage,
              t->s->steps, t->tokens);
-    if (trainer_finish(t->s->out, &t->student, NULL, summary, e)) return -1;
+    /* the last step always leaves a checkpoint of exactly these weights: link to it */
+    char ckpt[1200];
+    long ckpt_step = -1;
+    if (trainer_checkpoint_latest(t->s->out, ckpt, sizeof ckpt, &ckpt_step, e) < 0) return -1;
+    if (trainer_finish(t->s->out, &t->student, NULL, ckpt_step == t->s->steps ? ckpt : NULL, summary, e))
+        return -1;
     fprintf(stderr, "[%s] done: %s/model\n", t->stage, t->s->out);
     return 0;
 }

@@ -59,9 +59,10 @@ int trainer_restore(const char *ckpt, trainer_optim *opt, struct model_data_load
  * (a JSON object text). The caller frees it. */
 char *trainer_state_json(const char *stage, long step, double tokens,
                          const struct model_data_loader *loader, const char *settings_json);
-/* Writes the final model to OUT/model and then OUT/DONE. */
+/* Writes the final model to OUT/model and then OUT/DONE. same_as_checkpoint (or NULL): a checkpoint
+ * directory holding exactly these weights, whose files OUT/model then hard-links. */
 int trainer_finish(const char *out, const model_transformer *model, const char *tokenizer_source,
-                   const char *summary_json, xd_err *e);
+                   const char *same_as_checkpoint, const char *summary_json, xd_err *e);
 
 
 

@@ -1,52 +1,11 @@
-/* CUDA kernels of kernels/cuda/cuda_ops.h. Every CUDA and cuBLAS call goes through a checking
- * macro that records file, line and message; functions return 0 or -1. */
-#include "cuda_ops.h"
+/* CUDA kernels of kernels/cuda/cuda_ops.h: the dense ops (RMSNorm, SwiGLU, cross-entropy, AdamW,
+ * the cuBLAS linear). Every CUDA and cuBLAS call goes through a checking macro of
+ * cuda_internal.cuh that records file, line and message; functions return 0 or -1. */
+#include "cuda_internal.cuh"
 
-#include <cublas_v2.h>
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
+char kern_cuda_error_text[512];
 
-#include <math.h>
-#include <stdio.h>
-
-static char last_error[512];
-
-#define CUDA_TRY(call)                                                                            \
-    do {                                                                                          \
-        cudaError_t err_ = (call);                                                                \
-        if (err_ != cudaSuccess) {                                                                \
-            snprintf(last_error, sizeof last_error, "%s:%d: %s: %s", __FILE__, __LINE__, #call,   \
-                     cudaGetErrorString(err_));                                                   \
-            return -1;                                                                            \
-        }                                                                                         \
-    } while (0)
-#define CUBLAS_TRY(call)                                                                          \
-    do {                                                                                          \
-        cublasStatus_t st_ = (call);                                                              \
-        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                       \
-            snprintf(last_error, sizeof last_error, "%s:%d: %s: cuBLAS status %d", __FILE__,      \
-                     __LINE__, #call, (int)st_);                                                  \
-            return -1;                                                                            \
-        }                                                                                         \
-    } while (0)
-
-extern "C" const char *kern_cuda_last_error(void) { return last_error; }
-
-static __device__ __forceinline__ float bf(kern_bf16 h) {
-    return __uint_as_float((uint32_t)h << 16);
-}
-static __device__ __forceinline__ kern_bf16 to_bf(float f) {
-    __nv_bfloat16 b = __float2bfloat16_rn(f);
-    return *reinterpret_cast<kern_bf16 *>(&b);
-}
-static __device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-static __device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
+extern "C" const char *kern_cuda_last_error(void) { return kern_cuda_error_text; }
 
 /* one warp per row; 8 bf16 (16 bytes) per load where the row allows it */
 __global__ void rmsnorm_kernel(kern_bf16 *y, const kern_bf16 *x, const float *w, int n, int d, float eps) {

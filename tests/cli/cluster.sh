@@ -9,7 +9,7 @@ src=$5 teacher=$6/SmolLM2-135M-Instruct.Q4_1.gguf
 fail=0
 check() { if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; fail=1; fi; }
 [ -f "$teacher" ] || { echo "FAIL: $teacher missing (run deploy/fetch-teacher.sh)"; exit 1; }
-tmp=$(mktemp -d /tmp/xd_cluster_XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/xd_cluster_XXXXXX")
 mkdir -p "$tmp/bin" "$tmp/in"
 ln -s "$1" "$tmp/bin/xcoord"; ln -s "$2" "$tmp/bin/xworker"; ln -s "$3" "$tmp/bin/xctl"; ln -s "$4" "$tmp/bin/xtrain"
 export XD_BIN_DIR="$tmp/bin"

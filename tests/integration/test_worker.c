@@ -487,7 +487,8 @@ int main(int argc, char **argv) {
     }
     const char *scenario = argv[1];
     xworker = argv[2], xtrain = argv[3], fixture = argv[4], teacher = argv[5];
-    snprintf(tmp, sizeof tmp, "/tmp/xd_worker_%s_XXXXXX", scenario);
+    const char *tmp_root = getenv("TMPDIR"); /* the attempts write full-size models: not a small /tmp */
+    snprintf(tmp, sizeof tmp, "%s/xd_worker_%s_XXXXXX", tmp_root && *tmp_root ? tmp_root : "/tmp", scenario);
     if (!mkdtemp(tmp)) return 1;
     snprintf(workdir, sizeof workdir, "%s/work", tmp);
     signal(SIGPIPE, SIG_IGN);
