@@ -248,6 +248,9 @@ static int link_model(const char *ckpt, const char *dir, xd_err *e) {
         snprintf(src, sizeof src, "%s/%s", ckpt, files[i]);
         snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
         snprintf(tmp, sizeof tmp, "%s.link.tmp", dst);
+        struct stat a, b;
+        if (stat(src, &a) == 0 && stat(dst, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+            continue; /* linked already (a finished stage run again); rename would leave tmp behind */
         unlink(tmp);
         if (link(src, tmp) != 0) return 1;
         if (rename(tmp, dst) != 0) {

@@ -116,6 +116,44 @@ jobs3=$(sqlite3 "$tmp/cluster/xcoord.db" "SELECT count(*) FROM jobs WHERE run = 
 all3=$(sqlite3 "$tmp/cluster/xcoord.db" "SELECT count(*) FROM jobs WHERE run = '$run3'")
 check "no job succeeded twice ($twice), every job of the run succeeded ($jobs3 of $all3)" "[ '$twice' = 0 ] && [ '$jobs3' = '$all3' ] && [ '$all3' -ge 5 ]"
 
+# a worker that stops heartbeating: the node freezes (SIGSTOP to the worker and its xtrain) during
+# align; its lease runs out and the job goes to another worker. When the worker resumes (SIGCONT)
+# its late messages about the old attempt are dropped and it is fenced: it kills its child.
+n=$(ls "$tmp/cluster/workers" | wc -l); n=$((n + 1)); mkdir -p "$tmp/cluster/workers/w$n"
+"$tmp/bin/xworker" --coordinator "$XCTL_COORDINATOR" --workdir "$tmp/cluster/workers/w$n" --name "extra-w$n" \
+  --cpu --xtrain "$tmp/bin/xtrain" >> "$tmp/cluster/logs/w$n.log" 2>&1 &
+echo $! > "$tmp/cluster/pids/w$n.pid"
+sed -e 's/^name: tiny/name: stopped/' -e 's/^align: .*/align: {steps: 16, seq_len: 32, batch: 2, checkpoint_every: 2, keep_checkpoints: 1}/' \
+  "$tmp/spec.yaml" > "$tmp/spec4.yaml"
+run4=$("$xctl" submit "$tmp/spec4.yaml")
+i=0
+while [ $i -lt 600 ] && [ -z "$(ls "$tmp/cluster/artifacts/$run4/align/checkpoints/" 2> /dev/null | grep -v tmp)" ]; do sleep 0.2; i=$((i + 1)); done
+log=$(grep -l "attempt $run4/align#1" "$tmp"/cluster/workers/w*/attempts/*/log.txt 2> /dev/null | head -1)
+w=$(echo "$log" | sed 's|.*/workers/\(w[0-9]*\)/.*|\1|')
+wname=$(sqlite3 "$tmp/cluster/xcoord.db" "SELECT worker FROM attempts WHERE id = '$run4/align#1'")
+child=$(pgrep -f "attempts/$(basename "$(dirname "$log")")/config.yaml" | head -1)
+check "align of the fourth run checkpointed on $wname ($w, child ${child:-none})" "[ -n '$w' ] && [ -n '$child' ]"
+if [ -n "$w" ] && [ -n "$child" ]; then
+  wpid=$(cat "$tmp/cluster/pids/$w.pid")
+  kill -STOP "$wpid" "$child"
+  i=0
+  while [ $i -lt 300 ] && [ "$(sqlite3 "$tmp/cluster/xcoord.db" "SELECT count(*) FROM attempts WHERE id = '$run4/align#2' AND state IN ('running', 'succeeded')")" != 1 ]; do sleep 0.2; i=$((i + 1)); done
+  check "the frozen worker was declared lost and align went to another worker (epoch 2)" \
+    "[ \"\$(sqlite3 '$tmp/cluster/xcoord.db' \"SELECT state || ':' || (worker != '$wname') FROM attempts WHERE id IN ('$run4/align#1', '$run4/align#2') ORDER BY epoch\" | tr '\\n' ' ')\" = 'lost:0 running:1 ' ] || [ \"\$(sqlite3 '$tmp/cluster/xcoord.db' \"SELECT state || ':' || (worker != '$wname') FROM attempts WHERE id IN ('$run4/align#1', '$run4/align#2') ORDER BY epoch\" | tr '\\n' ' ')\" = 'lost:0 succeeded:1 ' ]"
+  kill -CONT "$wpid" # the worker only: its child stays frozen until the fence kills it
+  i=0
+  while [ $i -lt 150 ] && kill -0 "$child" 2> /dev/null; do sleep 0.2; i=$((i + 1)); done
+  check "resumed, $wname was fenced and killed its child" \
+    "grep -q \"attempt $run4/align#1 is fenced: killing its child\" '$tmp/cluster/logs/$w.log' && ! kill -0 $child 2> /dev/null"
+  check "its late messages about epoch 1 were dropped (stale events)" \
+    "[ \$(sqlite3 '$tmp/cluster/xcoord.db' \"SELECT count(*) FROM events WHERE kind = 'stale' AND message LIKE '%$wname%$run4/align#1 epoch 1%'\") -ge 1 ]"
+  i=0
+  while [ $i -lt 600 ] && [ "$(sqlite3 "$tmp/cluster/xcoord.db" "SELECT state FROM jobs WHERE id = '$run4/align'")" != succeeded ]; do sleep 0.2; i=$((i + 1)); done
+  check "align finished on the other worker, resumed from a checkpoint, exactly once" \
+    "[ \"\$(sqlite3 '$tmp/cluster/xcoord.db' \"SELECT count(*) FROM attempts WHERE job = '$run4/align' AND state = 'succeeded'\")\" = 1 ] && grep -l 'resuming from' '$tmp'/cluster/workers/w*/attempts/*${run4}_align_2*/log.txt > /dev/null"
+  "$xctl" cancel "$run4" > /dev/null # the rest of this run shows nothing new
+fi
+
 bash "$src/deploy/cluster.sh" status --dir "$tmp/cluster" > "$tmp/status2.out" 2>&1
 check "cluster.sh status" "grep -q 'xcoord: running' '$tmp/status2.out'"
 bash "$src/deploy/cluster.sh" stop --dir "$tmp/cluster" > "$tmp/stop.out" 2>&1

@@ -47,6 +47,8 @@ YAML
   check "align layers $b: MSE falls by at least half ($first -> $last)" "awk -v a='$first' -v b='$last' 'BEGIN { exit !(b <= a / 2) }'"
   check "align layers $b: metrics carry the MSE of each of its 15 layers" "head -n 1 '$tmp/align-$b/metrics.jsonl' | grep -q '\"mse_layer\":\[\([^],]*,\)\{14\}[^],]*\]'"
   check "align layers $b wrote its model and DONE" "[ -f '$tmp/align-$b/model/model.safetensors' ] && [ -f '$tmp/align-$b/DONE' ]"
+  check "align layers $b: its model is its last checkpoint's file, stored once (hard link)" \
+    "[ \$(stat -c %i '$tmp/align-$b/model/model.safetensors') = \$(stat -c %i '$tmp/align-$b/checkpoints/step-00000006/model.safetensors') ]"
 done
 cat > "$tmp/join.yaml" <<YAML
 experts: [$tmp/align-0-14/model, $tmp/align-15-29/model]
