@@ -145,8 +145,8 @@ if [ -n "$w" ] && [ -n "$child" ]; then
   while [ $i -lt 150 ] && kill -0 "$child" 2> /dev/null; do sleep 0.2; i=$((i + 1)); done
   check "resumed, $wname was fenced and killed its child" \
     "grep -q \"attempt $run4/align#1 is fenced: killing its child\" '$tmp/cluster/logs/$w.log' && ! kill -0 $child 2> /dev/null"
-  check "its late messages about epoch 1 were dropped (stale events)" \
-    "[ \$(sqlite3 '$tmp/cluster/xcoord.db' \"SELECT count(*) FROM events WHERE kind = 'stale' AND message LIKE '%$wname%$run4/align#1 epoch 1%'\") -ge 1 ]"
+  check "its late messages about epoch 1 were dropped and answered with a fence (events)" \
+    "[ \$(sqlite3 '$tmp/cluster/xcoord.db' \"SELECT count(*) FROM events WHERE kind IN ('stale', 'fenced') AND message LIKE '%$wname%$run4/align#1%epoch 1%'\") -ge 1 ]"
   i=0
   while [ $i -lt 600 ] && [ "$(sqlite3 "$tmp/cluster/xcoord.db" "SELECT state FROM jobs WHERE id = '$run4/align'")" != succeeded ]; do sleep 0.2; i=$((i + 1)); done
   check "align finished on the other worker, resumed from a checkpoint, exactly once" \
