@@ -418,11 +418,49 @@ int trainer_settings_fields(trainer_settings *s, cfg_field *f, const char *stude
     return (int)(sizeof fields / sizeof fields[0]);
 }
 
+/* An exclusive fcntl lock on OUT/.lock (released by the kernel when the holder dies, also on
+ * NFSv4); a holder's pid and host are written in it so the waiting one can say whom it waits for. */
+static int lock_out(const char *out, const char *stage, int *fd_out, xd_err *e) {
+    char path[1200];
+    if (make_dir(out, e)) return -1;
+    snprintf(path, sizeof path, "%s/.lock", out);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return xd_fail(e, "%s: cannot open: %s", path, strerror(errno));
+    struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &l) != 0) {
+        if (errno != EAGAIN && errno != EACCES) {
+            close(fd);
+            return xd_fail(e, "%s: cannot lock: %s", path, strerror(errno));
+        }
+        char holder[128] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = 0;
+        holder[strcspn(holder, "\n")] = 0;
+        fprintf(stderr, "[%s] %s is in use by another xtrain (%s): waiting for it to end\n", stage, out,
+                holder[0] ? holder : "unknown holder");
+        while (fcntl(fd, F_SETLKW, &l) != 0) {
+            if (errno != EINTR) {
+                close(fd);
+                return xd_fail(e, "%s: cannot lock: %s", path, strerror(errno));
+            }
+        }
+        fprintf(stderr, "[%s] %s is free: going on\n", stage, out);
+    }
+    char host[64] = "", text[160];
+    gethostname(host, sizeof host - 1);
+    int len = snprintf(text, sizeof text, "pid %ld on %s\n", (long)getpid(), host);
+    bool noted = ftruncate(fd, 0) == 0 && pwrite(fd, text, (size_t)len, 0) == len;
+    (void)noted; /* only a courtesy to whoever waits next */
+    *fd_out = fd;
+    return 0;
+}
+
 int trainer_session_open(trainer_session *t, const char *stage, trainer_settings *s,
                          const cfg_field *fields, int n_fields, bool same_weights,
                          int (*prepare)(trainer_session *, void *, xd_err *),
                          bool (*select)(const model_tensor_entry *, void *), void *ctx, xd_err *e) {
     memset(t, 0, sizeof *t);
+    t->out_lock = -1;
     snprintf(t->stage, sizeof t->stage, "%s", stage);
     t->s = s;
     t->settings_json = cfg_to_json(fields, n_fields);
@@ -437,6 +475,7 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
     if (model_data_loader_vocab(t->loader) != t->teacher.cfg.vocab)
         return xd_fail(e, "the data's vocabulary (%d) is not the teacher's (%d): prepare it with the teacher's tokenizer",
                        model_data_loader_vocab(t->loader), t->teacher.cfg.vocab);
+    if (lock_out(s->out, stage, &t->out_lock, e)) return -1;
     char ckpt[1400];
     long ckpt_step;
     int found = trainer_checkpoint_latest(s->out, ckpt, sizeof ckpt, &ckpt_step, e);
@@ -521,5 +560,7 @@ void trainer_session_close(trainer_session *t) {
     model_data_loader_free(t->loader);
     model_transformer_free(&t->student);
     model_transformer_free(&t->teacher);
+    if (t->out_lock >= 0) close(t->out_lock);
     memset(t, 0, sizeof *t);
+    t->out_lock = -1;
 }

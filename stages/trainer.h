@@ -116,9 +116,12 @@ typedef struct trainer_session {
     long start_step;
     double tokens;
     char *settings_json;
+    int out_lock;         /* fd of OUT/.lock, held for the whole stage; -1 when none */
 } trainer_session;
 
-/* Everything before the first step, checked before any work: the data, the teacher, the student
+/* Everything before the first step, checked before any work (and OUT locked first: a second
+ * xtrain on the same OUT — a fenced attempt's child still running on a frozen or partitioned
+ * node — is waited for, never run beside, so two writers never share checkpoints and metrics): the data, the teacher, the student
  * (or the newest complete checkpoint of out, to resume from), their lineage (same_weights: the
  * copied teacher weights must be unchanged), the trainable tensors (prepare, may be NULL, runs
  * once the student is loaded; then select picks tensors), the optimiser and the run directory. */

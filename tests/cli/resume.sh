@@ -49,5 +49,25 @@ YAML
 }
 run_stage align align 6 "$tmp/student" 1e-2
 run_stage distill distill 4 "$tmp/align-straight/model" 1e-4
+
+# Two xtrain on one out (a fenced attempt's child still running on a frozen node while its job
+# resumes elsewhere): the second waits for the first to end, then resumes from its last
+# checkpoint; the run's metrics hold each step once.
+sed -e "s|out: .*|out: $tmp/shared|" -e 's/^steps: .*/steps: 8/' "$tmp/align-straight.yaml" > "$tmp/shared.yaml"
+"$xtrain" align --config "$tmp/shared.yaml" > "$tmp/first.out" 2>&1 &
+first=$!
+i=0
+while [ ! -f "$tmp/shared/checkpoints/step-00000002/DONE" ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+"$xtrain" align --config "$tmp/shared.yaml" > "$tmp/second.out" 2>&1 &
+second=$!
+i=0
+while ! grep -q 'waiting for it to end' "$tmp/second.out" && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+check "the second xtrain on the same out waits, naming the first (pid $first)" "grep -q \"is in use by another xtrain (pid $first on \" '$tmp/second.out'"
+wait $first; rc1=$?
+wait $second; rc2=$?
+check "both end well ($rc1, $rc2); the second went on after the first" "[ $rc1 = 0 ] && [ $rc2 = 0 ] && grep -q 'is free: going on' '$tmp/second.out'"
+check "the second resumed from the first's last checkpoint" "grep -q 'resuming from .*step-00000008' '$tmp/second.out'"
+check "metrics.jsonl has each of the 8 steps once, in order" \
+  "[ \"\$(sed 's/^{\"step\":\([0-9]*\),.*/\1/' '$tmp/shared/metrics.jsonl' | tr '\\n' ' ')\" = '1 2 3 4 5 6 7 8 ' ]"
 [ $fail -eq 0 ] || { echo "--- straight"; cat "$tmp/a"; echo "--- resumed"; cat "$tmp/b"; }
 exit $fail
