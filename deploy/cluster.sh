@@ -2,11 +2,12 @@
 # A local cluster on this machine: one xcoord (database and artifacts under the run directory) and
 # N CPU workers, in the background with pid files and logs (docs/operations.md).
 #
-#   deploy/cluster.sh start  [--workers N] [--dir DIR] [--port P]
+#   deploy/cluster.sh start  [--workers N] [--dir DIR] [--port P] [--http HOST:PORT|off]
 #   deploy/cluster.sh stop   [--dir DIR]
 #   deploy/cluster.sh status [--dir DIR]
 #
-# Defaults: 2 workers, DIR runs/cluster, port 7070. The programs come from $XD_BIN_DIR (the four
+# Defaults: 2 workers, DIR runs/cluster, port 7070, the dashboard on 127.0.0.1 at a free port (its
+# URL with the access token is printed and kept in DIR/dashboard.url). The programs come from $XD_BIN_DIR (the four
 # executables side by side), else the build tree ${XD_BUILD_DIR:-build}, else PATH.
 # DIR/xcoord.db, DIR/artifacts/, DIR/workers/wN/, DIR/logs/{xcoord,wN}.log, DIR/pids/*.pid.
 set -euo pipefail
@@ -20,12 +21,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
-workers=2 dir=runs/cluster port=7070
+workers=2 dir=runs/cluster port=7070 http=127.0.0.1:0
 while [ $# -gt 0 ]; do
   case $1 in
     --workers) workers=${2:?--workers needs a number}; shift 2 ;;
     --dir) dir=${2:?--dir needs a directory}; shift 2 ;;
     --port) port=${2:?--port needs a number}; shift 2 ;;
+    --http) http=${2:?--http needs HOST:PORT or off}; shift 2 ;;
     -h|--help) usage ;;
     *) echo "cluster.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -77,7 +79,11 @@ start() {
     exit 1
   fi
   echo "$addr" > "$dir/address"
-  "$xcoord" --listen "$addr" --db "$dir/xcoord.db" --artifacts "$dir/artifacts" \
+  local http_args=() log_lines=0
+  [ "$http" = off ] || http_args=(--http "$http")
+  [ -f "$dir/logs/xcoord.log" ] && log_lines=$(wc -l < "$dir/logs/xcoord.log")
+  rm -f "$dir/dashboard.url"
+  "$xcoord" --listen "$addr" --db "$dir/xcoord.db" --artifacts "$dir/artifacts" "${http_args[@]}" \
     >> "$dir/logs/xcoord.log" 2>&1 &
   echo $! > "$dir/pids/xcoord.pid"
   local up=0
@@ -114,6 +120,14 @@ start() {
   done
   echo "cluster up in $dir: xcoord on $addr, $n of $workers workers alive"
   echo "  export XCTL_COORDINATOR=$addr; $xctl workers"
+  if [ "$http" != off ]; then
+    local url
+    url=$(tail -n +$((log_lines + 1)) "$dir/logs/xcoord.log" | grep -o 'dashboard: open http://[^ ]*' | head -n 1 | cut -d' ' -f3)
+    if [ -n "$url" ]; then
+      echo "$url" > "$dir/dashboard.url"
+      echo "  dashboard: $url"
+    fi
+  fi
   [ "$n" -ge "$workers" ] || { echo "cluster.sh: not every worker joined (see $dir/logs)" >&2; exit 1; }
 }
 

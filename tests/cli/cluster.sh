@@ -3,9 +3,10 @@
 # and two CPU workers, xctl submits a tiny pipeline (one domain, two steps per stage), waits for
 # it and shows it; a worker stopped mid-job drains and the job finishes on the other worker;
 # cluster.sh stop ends everything.
-# usage: cluster.sh XCOORD XWORKER XCTL XTRAIN SOURCE_DIR MODELS_DIR
+# The dashboard of the real finished run is checked in headless Chromium (screenshots in ARTIFACT_DIR).
+# usage: cluster.sh XCOORD XWORKER XCTL XTRAIN SOURCE_DIR MODELS_DIR ARTIFACT_DIR
 set -u
-src=$5 teacher=$6/SmolLM2-135M-Instruct.Q4_1.gguf
+src=$5 teacher=$6/SmolLM2-135M-Instruct.Q4_1.gguf art=$7
 fail=0
 check() { if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; fail=1; fi; }
 [ -f "$teacher" ] || { echo "FAIL: $teacher missing (run deploy/fetch-teacher.sh)"; exit 1; }
@@ -61,6 +62,15 @@ check "the eval report is in the artifacts" "ls '$tmp/cluster/artifacts/$run/eva
 check "xctl logs: align's progress lines" "grep -q 'step 2/2' '$tmp/logs.out'"
 "$xctl" events "$run" > "$tmp/events.out"
 check "xctl events: the run's story" "grep -q dispatched '$tmp/events.out' && grep -q succeeded '$tmp/events.out'"
+url=$(cat "$tmp/cluster/dashboard.url" 2> /dev/null)
+check "cluster.sh start printed the dashboard's URL with its token" "[ -n '$url' ] && grep -q \"dashboard: $url\" '$tmp/start.out'"
+code=$(curl -s -o "$tmp/runs.json" -w '%{http_code}' -H "Authorization: Bearer ${url##*token=}" "${url%%/\?token=*}/api/runs")
+check "the dashboard's API lists the finished run ($code)" "[ '$code' = 200 ] && grep -q '$run' '$tmp/runs.json'"
+python3 "$src/tests/browser/check_dashboard.py" "$url" "$art" > "$tmp/browser.log" 2>&1
+rc=$?
+grep -E '^(ok|FAIL)' "$tmp/browser.log" | sed 's/^/  browser /'
+check "the page of the real finished run in Chromium: graph, curves, eval report, no errors (rc=$rc)" \
+  "[ $rc -eq 0 ] && grep -q '$run: recovery per task drawn' '$tmp/browser.log' && [ -s '$art/dashboard.png' ]"
 
 # a long align; its worker is stopped (SIGTERM: drain) after a checkpoint; the other worker resumes it
 sed -e 's/^name: tiny/name: drained/' -e 's/^align: .*/align: {steps: 12, seq_len: 32, batch: 2, checkpoint_every: 2, keep_checkpoints: 1}/' \
