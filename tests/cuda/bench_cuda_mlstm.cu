@@ -3,7 +3,7 @@
  * and saved state and every gradient of the backward compared with the CPU reference of
  * kernels/mlstm.h, then the design's shapes timed with CUDA events (3 warm-ups, median of 20)
  * against ceilings measured here. Exit 1 on a mismatch.
- *     build/tests/bench_cuda_mlstm [seed]
+ *     build/tests/bench_cuda_mlstm [seed] [check]     (check: the comparisons only, no timing)
  * Errors are max|diff| / max|ref|. fp32 sums in another order cannot reach 1e-5 on every output
  * (the gate gradients are sums of many cancelling terms), so each output is held against the
  * CPU f32 (gpu-f32) and, on the same inputs, the f64 reference (gpu-f64); it passes when gpu-f32
@@ -380,9 +380,11 @@ int main(int argc, char **argv) {
     }
     printf("\n");
 
-    measure_ceilings(prop.multiProcessorCount);
-    bench("design (4 x 32 heads)", 128, 4096, 64, D, D, eps);
-    bench("SmolLM2 (8 x 9 heads)", 72, 2048, 64, D, D, eps);
+    if (!(argc > 2 && !strcmp(argv[2], "check"))) {
+        measure_ceilings(prop.multiProcessorCount);
+        bench("design (4 x 32 heads)", 128, 4096, 64, D, D, eps);
+        bench("SmolLM2 (8 x 9 heads)", 72, 2048, 64, D, D, eps);
+    }
 
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
