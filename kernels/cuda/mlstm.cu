@@ -390,14 +390,16 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
  * steps as the CPU's mlstm_bwd_one; writes d_q, d_k, d_v of the chunk's tokens, d_itilde and d_logf
  * without the m path, and the m-path term of each token to the workspace. */
 template <int D, int LM>
-__global__ void __launch_bounds__(MLSTM_THREADS)
+__global__ void __launch_bounds__(MLSTM_THREADS, 2)
     mlstm_bwd_chunk_kernel(float *gq, float *gk, float *gv, float *git, float *glf, float *ws, const float *q,
                            const float *k, const float *v, const float *itilde, const float *logf, const float *h,
                            const float *dh, const float *saved, int T, int L, int nch, size_t sl, float eps) {
     constexpr int DP = D + 1, LP = LM + 1, TL = LM / 16, TD = D / 16, NW = MLSTM_THREADS / 32;
+    static_assert(LM <= D, "dS [LM][LM + 1] reuses V's [LM][D + 1]");
     extern __shared__ float sm[];
+    /* six big buffers (two blocks per SM): V's holds dS once V is dead, E's holds C_in */
     float *sQ = sm, *sK = sQ + LM * DP, *sV = sK + LM * DP, *sDn = sV + LM * DP, *sW = sDn + LM * DP,
-          *sG = sW + LM * LP, *sE = sG + LM * LP, *se = sE + D * DP, *sn = se + D, *s_it = sn + D,
+          *sE = sW + LM * LP, *se = sE + D * DP, *sn = se + D, *s_it = sn + D, *sG = sV,
           *s_lf = s_it + LM, *s_m = s_lf + LM, *s_al = s_m + LM, *s_u = s_al + LM, *s_dden = s_u + LM,
           *s_dlogu = s_dden + LM, *s_dloga = s_dlogu + LM, *s_git = s_dloga + LM, *s_red = s_git + LM;
     const int c = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -444,9 +446,9 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     chunk_weights<LM>(sW, s_al, s_it, s_lf, s_m, m_in, has_in, Lc);
     const float ae = s_al[Lc - 1];
 
-    /* D: S = Q K^T, G = dnum V^T + dden; P = W o S (over W, in place), dS = W o G (into sG), and
-     * A = P o G, the gradient of log W, kept in registers until P is no longer needed */
-    float A[TL][TL];
+    /* D: S = Q K^T, G = dnum V^T + dden; P = W o S (over W, in place); dS = W o G and A = P o G,
+     * the gradient of log W, kept in registers until V and P are no longer needed */
+    float A[TL][TL], dS[TL][TL];
     {
         float S[TL][TL], G[TL][TL];
         acc_zero(S);
@@ -461,7 +463,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
                 const float w = sW[r * LP + s], p = S[i][j] * w, g = G[i][j] + s_dden[r];
                 if (r == Lc - 1) s_u[s] = w; /* u = W's last row, read before P covers it */
                 sW[r * LP + s] = p;
-                sG[r * LP + s] = g * w;
+                dS[i][j] = g * w;
                 A[i][j] = p * g;
             }
     }
@@ -518,7 +520,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     }
     __syncthreads();
 
-    /* F: A over P (dead now); C_in over E (dead now) */
+    /* F: A over P, dS over V, C_in over E (all three dead now) */
     float dlog_ae = 0.0f;
     if (has_E && has_in) {
         for (int w = 0; w < NW; w++) dlog_ae += s_red[w];
@@ -527,7 +529,10 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
 #pragma unroll
     for (int i = 0; i < TL; i++)
 #pragma unroll
-        for (int j = 0; j < TL; j++) sW[(ty + 16 * i) * LP + tx + 16 * j] = A[i][j];
+        for (int j = 0; j < TL; j++) {
+            sW[(ty + 16 * i) * LP + tx + 16 * j] = A[i][j];
+            sG[(ty + 16 * i) * LP + tx + 16 * j] = dS[i][j];
+        }
     if (has_in)
         for (int idx = tid; idx < D * D; idx += MLSTM_THREADS) sE[(idx / D) * DP + idx % D] = Cin[idx];
     __syncthreads();
@@ -646,7 +651,7 @@ template <int D> static size_t fwd_chunk_smem(int LM) {
 }
 template <int D> static size_t bwd_local_smem(int LM) { return sizeof(float) * (2 * (size_t)LM * (D + 1) + 4 * LM); }
 template <int D> static size_t bwd_chunk_smem(int LM) {
-    return sizeof(float) * (4 * (size_t)LM * (D + 1) + 2 * (size_t)LM * (LM + 1) + (size_t)D * (D + 1) + 2 * D +
+    return sizeof(float) * (4 * (size_t)LM * (D + 1) + (size_t)LM * (LM + 1) + (size_t)D * (D + 1) + 2 * D +
                             9 * LM + MLSTM_THREADS / 32);
 }
 

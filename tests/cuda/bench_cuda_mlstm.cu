@@ -3,11 +3,15 @@
  * and saved state and every gradient of the backward compared with the CPU reference of
  * kernels/mlstm.h, then the design's shapes timed with CUDA events (3 warm-ups, median of 20)
  * against ceilings measured here. Exit 1 on a mismatch.
- *     build/tests/bench_cuda_mlstm [seed] [check]     (check: the comparisons only, no timing)
+ *     build/tests/bench_cuda_mlstm [seed] [check | profile]
+ * check: the comparisons only (for compute-sanitizer); profile: one forward and backward at the
+ * design's shape, nothing else (for ncu).
  * Errors are max|diff| / max|ref|. fp32 sums in another order cannot reach 1e-5 on every output
  * (the gate gradients are sums of many cancelling terms), so each output is held against the
  * CPU f32 (gpu-f32) and, on the same inputs, the f64 reference (gpu-f64); it passes when gpu-f32
- * <= 1e-5 or when the GPU is no further from f64 than twice the CPU f32 is (cpu-f64), plus 1e-6. */
+ * <= 1e-5 or when the GPU is no further from f64 than twice the CPU f32 is (cpu-f64), plus 1e-6
+ * of max(max|ref|, 1): the floor is for outputs that are 0 in exact arithmetic (d_itilde at
+ * T = 1), whose rounding noise is all the error there is, and whose inputs are all O(1). */
 #include "kernels/cuda/cuda_ops.h"
 extern "C" { /* the CPU reference is C */
 #include "kernels/kernels.h"
@@ -180,7 +184,9 @@ static int failures = 0, checks = 0;
 static void check(const char *what, const float *got, const float *ref32, const double *ref64, size_t n) {
     const double tol = 1e-5;
     double e32 = rel_err(got, ref32, n), e64 = rel_err(got, ref64, n), ecpu = rel_err(ref32, ref64, n);
-    bool ok = e32 <= tol || e64 <= 2 * ecpu + 1e-6;
+    double mw = 0;
+    for (size_t i = 0; i < n; i++) mw = std::max(mw, fabs(ref64[i]));
+    bool ok = e32 <= tol || e64 <= 2 * ecpu + 1e-6 * std::max(mw, 1.0) / std::max(mw, 1e-30);
     checks++, failures += !ok;
     printf("    %-8s gpu-f32 %.2e  gpu-f64 %.2e  cpu-f64 %.2e  %s\n", what, e32, e64, ecpu, ok ? "ok" : "FAIL");
 }
@@ -353,6 +359,15 @@ int main(int argc, char **argv) {
            (unsigned long long)rng_state);
     const double eps = 1e-6;
     const int D = 64;
+    if (argc > 2 && !strcmp(argv[2], "profile")) {
+        inputs x = make_inputs(128, 4096, D, D);
+        gpu_run g = gpu_alloc(x, 64);
+        CHECK_OP(gpu_fwd(g, eps));
+        CHECK_OP(gpu_bwd(g, eps));
+        CHECK_CUDA(cudaDeviceSynchronize());
+        gpu_free(g);
+        return 0;
+    }
 
     { /* the API refuses what is not built, with a message */
         float *p = dev_nan(4);
