@@ -5,7 +5,7 @@
  * same split of each chunk into the entering-state term and the causal intra-chunk term.
  *
  * Forward, for B sequences of nch = ceil(T / L) chunks:
- *   1. max_scan    <<<B, 32>>>        m_t, sequential per sequence (T adds and compares)
+ *   1. max_scan    <<<B, 256>>>       m_t, sequential per sequence (T adds and compares)
  *   2. fwd_local   <<<(nch-1, B)>>>   chunk c's own contribution to the state leaving it,
  *                                     sum_s u_s (k_s v_s^T, k_s), and its decay ae_c
  *   3. state_scan  <<<(ssz/256, B)>>> S_{c+1} = ae_c S_c + local_c over chunks, in place in saved
@@ -15,7 +15,7 @@
  *                                     Q^T diag(alpha) dnum and sum_j alpha_j dden_j q_j
  *   2. state_scan  (reverse)          G_c = ae_c G_{c+1} + local_c
  *   3. bwd_chunk   <<<(nch, B)>>>     every gradient of chunk c given G_{c+1} and S_c
- *   4. mpath_scan  <<<B, 32>>>        the path through m_t (via eps), reverse sequential
+ *   4. mpath_scan  <<<B, 256>>>       the path through m_t (via eps), a reverse linear scan
  * Inside a chunk all products are small smem matrix products on 256 threads (16 x 16, each thread
  * a register tile of rows ty + 16 i, cols tx + 16 j); smem rows are padded to an odd stride so that
  * both plain and transposed reads are free of bank conflicts. */
@@ -147,27 +147,45 @@ static __device__ void chunk_weights(float *sW, float *s_al, const float *s_it, 
 
 /* ---- forward ---- */
 
-/* m_t = max(logf_t + m_{t-1}, itilde_t) from m_{-1} = -inf, exactly the CPU's expression. One warp
- * per sequence: the warp stages a tile through smem, lane 0 runs the recurrence over it. */
-__global__ void mlstm_max_scan_kernel(float *saved, const float *itilde, const float *logf, int T, size_t sl) {
-    __shared__ float s_it[MLSTM_SCAN_TILE], s_lf[MLSTM_SCAN_TILE];
-    const int b = blockIdx.x, lane = threadIdx.x;
+/* m_t = max(logf_t + m_{t-1}, itilde_t) from m_{-1} = -inf, exactly the CPU's expression (a
+ * parallel max-plus scan would round differently). One block per sequence: all 256 threads stage
+ * a tile through smem (every load of a thread issued before its first store, so the block waits
+ * for memory once a tile, not once a token), thread 0 runs the recurrence, reading 8 tokens ahead
+ * so that only the add and the compare are on the critical path. */
+__global__ void __launch_bounds__(MLSTM_THREADS)
+    mlstm_max_scan_kernel(float *saved, const float *itilde, const float *logf, int T, size_t sl) {
+    constexpr int TILE = 2048, PER = TILE / MLSTM_THREADS;
+    __shared__ float s_it[TILE], s_lf[TILE], s_m[TILE];
+    const int b = blockIdx.x, tid = threadIdx.x;
     const float *it = itilde + (size_t)b * T, *lf = logf + (size_t)b * T;
     float *m = saved + (size_t)b * sl;
     float prev = -INFINITY;
-    for (int base = 0; base < T; base += MLSTM_SCAN_TILE) {
-        const int n = min(MLSTM_SCAN_TILE, T - base);
-        for (int t = lane; t < n; t += 32) s_it[t] = it[base + t], s_lf[t] = lf[base + t];
-        __syncwarp();
-        if (lane == 0)
-            for (int t = 0; t < n; t++) {
-                float a = s_lf[t] + prev;
-                prev = a > s_it[t] ? a : s_it[t];
-                s_lf[t] = prev; /* m, in place */
+    for (int base = 0; base < T; base += TILE) {
+        const int n = min(TILE, T - base);
+        float ri[PER], rl[PER];
+#pragma unroll
+        for (int u = 0; u < PER; u++) {
+            const int j = tid + MLSTM_THREADS * u;
+            ri[u] = j < n ? it[base + j] : 0.0f;
+            rl[u] = j < n ? lf[base + j] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < PER; u++) s_it[tid + MLSTM_THREADS * u] = ri[u], s_lf[tid + MLSTM_THREADS * u] = rl[u];
+        __syncthreads();
+        if (tid == 0)
+            for (int t = 0; t < n; t += 8) {
+                float l8[8], i8[8];
+#pragma unroll
+                for (int u = 0; u < 8; u++) l8[u] = s_lf[t + u], i8[u] = s_it[t + u];
+#pragma unroll
+                for (int u = 0; u < 8; u++) {
+                    float a = l8[u] + prev;
+                    prev = t + u < n ? (a > i8[u] ? a : i8[u]) : prev;
+                    s_m[t + u] = prev;
+                }
             }
-        __syncwarp();
-        for (int t = lane; t < n; t += 32) m[base + t] = s_lf[t];
-        __syncwarp();
+        __syncthreads();
+        for (int j = tid; j < n; j += MLSTM_THREADS) m[base + j] = s_m[j];
     }
 }
 
@@ -237,19 +255,33 @@ __global__ void mlstm_state_scan_kernel(float *slots, size_t seq_stride, const f
     if (e >= ssz) return;
     float *st = slots + (size_t)b * seq_stride + e;
     const float *dc = decay + (size_t)b * nch;
+    /* the slots are loaded 8 at a time before any is stored, so the chain waits for memory once
+     * in 8 chunks (the compiler cannot reorder loads and stores to one array itself) */
     if (dir > 0) {
         float prev = st[0];
-        for (int c = 1; c <= nch - 2; c++) {
-            float x = dc[c] * prev + st[(size_t)c * ssz];
-            st[(size_t)c * ssz] = x;
-            prev = x;
+        for (int c0 = 1; c0 <= nch - 2; c0 += 8) {
+            float x[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) x[u] = c0 + u <= nch - 2 ? st[(size_t)(c0 + u) * ssz] : 0.0f;
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (c0 + u <= nch - 2) {
+                    prev = dc[c0 + u] * prev + x[u];
+                    st[(size_t)(c0 + u) * ssz] = prev;
+                }
         }
     } else {
         float prev = st[(size_t)(nch - 2) * ssz];
-        for (int c = nch - 2; c >= 1; c--) {
-            float x = dc[c] * prev + st[(size_t)(c - 1) * ssz];
-            st[(size_t)(c - 1) * ssz] = x;
-            prev = x;
+        for (int c0 = nch - 2; c0 >= 1; c0 -= 8) {
+            float x[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) x[u] = c0 - u >= 1 ? st[(size_t)(c0 - u - 1) * ssz] : 0.0f;
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (c0 - u >= 1) {
+                    prev = dc[c0 - u] * prev + x[u];
+                    st[(size_t)(c0 - u - 1) * ssz] = prev;
+                }
         }
     }
 }
@@ -605,43 +637,79 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
     }
 }
 
-/* The m path, reverse sequential per sequence as the CPU's: g accumulates the m-path terms
- * while the forget branch of the max won, and goes to itilde where the input branch won. */
-__global__ void mlstm_mpath_scan_kernel(float *git, float *glf, const float *mterm, const float *saved,
-                                        const float *itilde, const float *logf, int T, size_t sl) {
-    __shared__ float s_x[MLSTM_SCAN_TILE], s_it[MLSTM_SCAN_TILE], s_lf[MLSTM_SCAN_TILE],
-        s_mp[MLSTM_SCAN_TILE], s_gi[MLSTM_SCAN_TILE], s_gl[MLSTM_SCAN_TILE];
-    const int b = blockIdx.x, lane = threadIdx.x;
+/* The m path. As the CPU's reverse loop: g_t = x_t + f_{t+1} g_{t+1} (g_T = 0), where x_t is the
+ * token's m-path term and f_t says the forget branch won m_t's max (then the gradient flows on to
+ * m_{t-1}); g_t goes to logf_t where f_t, else to itilde_t. A linear recurrence with 0/1
+ * coefficients, so it scans in parallel: one block per sequence stages a tile of 1024 tokens, and
+ * warp 0 scans it: each lane
+ * composes its 32 tokens into g_a = X + C g_b, a shuffle scan over the lanes gives every lane the g
+ * entering its tokens, and each lane replays its tokens with it. Only the order of the sums
+ * differs from the CPU. Tokens are stored at (i / 32) * 33 + i % 32 so that the lanes' runs of 32
+ * hit distinct banks. */
+#define MLSTM_PAD(i) ((i) / 32 * 33 + (i) % 32)
+__global__ void __launch_bounds__(MLSTM_THREADS)
+    mlstm_mpath_scan_kernel(float *git, float *glf, const float *mterm, const float *saved, const float *itilde,
+                            const float *logf, int T, size_t sl) {
+    constexpr int N = MLSTM_SCAN_TILE / 32 * 33 + 1;                          /* the padded tile, plus one token past it */
+    constexpr int PER = (MLSTM_SCAN_TILE + MLSTM_THREADS) / MLSTM_THREADS; /* staged tokens per thread */
+    __shared__ float s_x[N], s_gi[N], s_gl[N];
+    __shared__ unsigned char s_f[N];
+    const int b = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
     const size_t o = (size_t)b * T;
     const float *m = saved + (size_t)b * sl;
-    float g = 0.0f;
+    float carry = 0.0f; /* g at the first token after the tile (warp 0) */
     for (int end = T; end > 0; end -= MLSTM_SCAN_TILE) {
         const int start = max(0, end - MLSTM_SCAN_TILE), n = end - start;
-        for (int j = lane; j < n; j += 32) {
-            const int t = start + j;
-            s_x[j] = mterm[o + t];
-            s_it[j] = itilde[o + t];
-            s_lf[j] = logf[o + t];
-            s_mp[j] = t > 0 ? m[t - 1] : -INFINITY;
-            s_gi[j] = git[o + t];
-            s_gl[j] = glf[o + t];
+        /* all threads stage (every load before any store); j = n: the token after the tile, for its flag */
+        float rx[PER], rgi[PER], rgl[PER];
+        bool rf[PER];
+#pragma unroll
+        for (int u = 0; u < PER; u++) {
+            const int j = tid + MLSTM_THREADS * u, t = start + j;
+            rf[u] = false, rx[u] = 0.0f, rgi[u] = 0.0f, rgl[u] = 0.0f;
+            if (j <= n && t < T) rf[u] = logf[o + t] + (t > 0 ? m[t - 1] : -INFINITY) > itilde[o + t];
+            if (j < n) rx[u] = mterm[o + t], rgi[u] = git[o + t], rgl[u] = glf[o + t];
         }
-        __syncwarp();
-        if (lane == 0)
-            for (int j = n - 1; j >= 0; j--) {
-                g += s_x[j];
-                if (s_lf[j] + s_mp[j] > s_it[j]) {
-                    s_gl[j] += g;
-                } else {
-                    s_gi[j] += g;
-                    g = 0.0f;
-                }
+#pragma unroll
+        for (int u = 0; u < PER; u++) {
+            const int j = tid + MLSTM_THREADS * u, p = MLSTM_PAD(j);
+            if (j <= n) s_f[p] = rf[u], s_x[p] = rx[u], s_gi[p] = rgi[u], s_gl[p] = rgl[u];
+        }
+        __syncthreads();
+        if (tid < 32) { /* lane l: tokens [32 l, 32 l + 32) of the tile, those below n */
+            const int a0 = 32 * lane, a1 = min(32 * lane + 32, n);
+            float X = 0.0f, C = 1.0f;
+            for (int j = a1 - 1; j >= a0; j--) {
+                const float c = s_f[MLSTM_PAD(j + 1)] ? 1.0f : 0.0f;
+                X = s_x[MLSTM_PAD(j)] + c * X;
+                C = c * C;
             }
-        __syncwarp();
-        for (int j = lane; j < n; j += 32) git[o + start + j] = s_gi[j], glf[o + start + j] = s_gl[j];
-        __syncwarp();
+            for (int d = 1; d < 32; d <<= 1) { /* suffix scan: compose with the lanes above */
+                const float Xu = __shfl_down_sync(0xffffffffu, X, d), Cu = __shfl_down_sync(0xffffffffu, C, d);
+                if (lane + d < 32) X = X + C * Xu, C = C * Cu;
+            }
+            const float G = X + C * carry; /* g at the lane's first token */
+            float g = __shfl_down_sync(0xffffffffu, G, 1);
+            if (lane == 31) g = carry;
+            for (int j = a1 - 1; j >= a0; j--) {
+                const int p = MLSTM_PAD(j);
+                g = s_x[p] + (s_f[MLSTM_PAD(j + 1)] ? g : 0.0f);
+                if (s_f[p])
+                    s_gl[p] += g;
+                else
+                    s_gi[p] += g;
+            }
+            carry = __shfl_sync(0xffffffffu, G, 0);
+        }
+        __syncthreads();
+        for (int j = tid; j < n; j += MLSTM_THREADS) {
+            const int p = MLSTM_PAD(j);
+            git[o + start + j] = s_gi[p], glf[o + start + j] = s_gl[p];
+        }
+        __syncthreads(); /* before the next tile's staging overwrites */
     }
 }
+#undef MLSTM_PAD
 
 /* ---- host side ---- */
 
@@ -676,7 +744,7 @@ static int mlstm_fwd_impl(float *h, float *saved, const float *q, const float *k
     const int nch = (int)mlstm_nch(T, L), ssz = D * D + D;
     const size_t sl = mlstm_seq_saved(T, L, D, D);
     float *decay = saved + (size_t)B * sl;
-    mlstm_max_scan_kernel<<<B, 32, 0, s>>>(saved, itilde, logf, T, sl);
+    mlstm_max_scan_kernel<<<B, MLSTM_THREADS, 0, s>>>(saved, itilde, logf, T, sl);
     CUDA_TRY(cudaGetLastError());
     if (nch > 1) {
         size_t sm = fwd_local_smem<D>(LM);
@@ -723,7 +791,7 @@ static int mlstm_bwd_impl(float *gq, float *gk, float *gv, float *git, float *gl
                                                                          logf, h, dh, saved, T, L, nch, sl, eps);
     CUDA_TRY(cudaGetLastError());
     const float *mterm = ws + (size_t)B * (nch - 1) * ssz;
-    mlstm_mpath_scan_kernel<<<B, 32, 0, s>>>(git, glf, mterm, saved, itilde, logf, T, sl);
+    mlstm_mpath_scan_kernel<<<B, MLSTM_THREADS, 0, s>>>(git, glf, mterm, saved, itilde, logf, T, sl);
     CUDA_TRY(cudaGetLastError());
     return 0;
 }
