@@ -86,12 +86,45 @@ static __device__ __forceinline__ float row_sum16(float x) {
     return x;
 }
 
-/* Zero-padded copy of rows [0, Lc) of a [*, D] global tile into smem [LM][D + 1]. */
+/* Zero-padded copy of rows [0, Lc) of a [*, D] global tile into smem [LM][D + 1]. Every load of
+ * a thread is issued before its first store: the compiler cannot move global loads past smem
+ * stores itself, and one round trip to memory per token would dominate the kernels. */
 template <int D, int LM>
 static __device__ __forceinline__ void load_rows(float *dst, const float *src, int Lc) {
-    for (int idx = threadIdx.x; idx < LM * D; idx += MLSTM_THREADS) {
-        int r = idx / D, col = idx % D;
-        dst[r * (D + 1) + col] = r < Lc ? src[(size_t)r * D + col] : 0.0f;
+    constexpr int PER = LM * D / MLSTM_THREADS;
+    static_assert(LM * D % MLSTM_THREADS == 0, "tile not a multiple of the block");
+    float r[PER];
+#pragma unroll
+    for (int u = 0; u < PER; u++) {
+        const int idx = threadIdx.x + MLSTM_THREADS * u, row = idx / D;
+        r[u] = row < Lc ? __ldg(src + (size_t)row * D + idx % D) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < PER; u++) {
+        const int idx = threadIdx.x + MLSTM_THREADS * u;
+        dst[(idx / D) * (D + 1) + idx % D] = r[u];
+    }
+}
+
+/* A [D x D] state from global into smem [D][D + 1], the same way. */
+template <int D> static __device__ __forceinline__ void load_square(float *dst, const float *src) {
+    load_rows<D, D>(dst, src, D);
+}
+
+/* Per row r = warp + 8 k of a chunk, this lane's D / 32 values of h (zero past Lc) and den:
+ * fetched together before the row loops that use them. */
+template <int D, int LM> struct mlstm_rows {
+    float h[LM / 8][D / 32], den[LM / 8];
+};
+template <int D, int LM>
+static __device__ __forceinline__ void load_h_den(mlstm_rows<D, LM> &x, const float *h, const float *den, int Lc) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int k = 0; k < LM / 8; k++) {
+        const int r = warp + 8 * k;
+#pragma unroll
+        for (int i = 0; i < D / 32; i++) x.h[k][i] = r < Lc ? __ldg(h + (size_t)r * D + lane + 32 * i) : 0.0f;
+        x.den[k] = r < Lc ? __ldg(den + r) : 1.0f;
     }
 }
 
@@ -310,7 +343,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     load_gates<LM>(s_it, s_lf, s_m, itilde + tok, logf + tok, m + t0, Lc);
     if (has_in) {
         const float *Cin = sv + 2 * (size_t)T + (size_t)(c - 1) * ((size_t)D * D + D);
-        for (int idx = tid; idx < D * D; idx += MLSTM_THREADS) sC[(idx / D) * DP + idx % D] = Cin[idx];
+        load_square<D>(sC, Cin);
         for (int a = tid; a < D; a += MLSTM_THREADS) sn[a] = Cin[(size_t)D * D + a];
     }
     const float m_in = has_in ? m[t0 - 1] : -INFINITY;
@@ -385,20 +418,28 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
         s_m[j] = j < Lc ? m[t0 + j] : 0.0f;
     }
     __syncthreads();
+    mlstm_rows<D, LM> hd;
+    load_h_den<D, LM>(hd, h + tok * D, den + t0, Lc);
     if (tid < Lc) s_al[tid] = chunk_alpha(tid, s_lf, s_m, m[t0 - 1], true);
     __syncthreads();
-    for (int r = warp; r < LM; r += MLSTM_THREADS / 32) {
+#pragma unroll
+    for (int k = 0; k < LM / 8; k++) {
+        const int r = warp + 8 * k;
         if (r >= Lc) { /* padding rows: no contribution */
             if (lane == 0) s_ad[r] = 0.0f;
             continue;
         }
-        const float *hr = h + (tok + r) * D;
         float dot = 0.0f;
-        for (int i = lane; i < D; i += 32) dot += sDn[r * DP + i] * hr[i];
+#pragma unroll
+        for (int i = 0; i < D / 32; i++) dot += sDn[r * DP + lane + 32 * i] * hd.h[k][i];
         dot = warp_sum(dot);
-        const float rd = 1.0f / (den[t0 + r] + eps), al = s_al[r];
-        for (int i = lane; i < D; i += 32) sDn[r * DP + i] = sDn[r * DP + i] * rd * al; /* alpha dnum */
-        if (lane == 0) s_ad[r] = al * (-dot * rd);                                    /* alpha dden */
+        const float rd = 1.0f / (hd.den[k] + eps), al = s_al[r];
+#pragma unroll
+        for (int i = 0; i < D / 32; i++) { /* alpha dnum */
+            float *x = sDn + r * DP + lane + 32 * i;
+            *x = *x * rd * al;
+        }
+        if (lane == 0) s_ad[r] = al * (-dot * rd); /* alpha dden */
     }
     __syncthreads();
     float *out = ws + ((size_t)b * (gridDim.x) + (c - 1)) * ((size_t)D * D + D); /* gridDim.x = nch-1 */
@@ -452,27 +493,32 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
     load_gates<LM>(s_it, s_lf, s_m, itilde + tok, logf + tok, m + t0, Lc);
     if (has_E) {
         const float *E = wsm + (size_t)c * ssz;
-        for (int idx = tid; idx < D * D; idx += MLSTM_THREADS) sE[(idx / D) * DP + idx % D] = E[idx];
+        load_square<D>(sE, E);
         for (int a = tid; a < D; a += MLSTM_THREADS) se[a] = E[(size_t)D * D + a];
     }
     if (has_in)
         for (int a = tid; a < D; a += MLSTM_THREADS) sn[a] = Cin[(size_t)D * D + a];
     const float m_in = has_in ? m[t0 - 1] : -INFINITY;
+    mlstm_rows<D, LM> hd; /* for phase B */
+    load_h_den<D, LM>(hd, h + tok * D, den + t0, Lc);
     __syncthreads();
 
     /* B, C: W and alpha (with two barriers); before them, per row: dnum = dh / (den + eps),
      * dden = -(dh . h) / (den + eps) and the m-path term -eps (dh . h) / (den + eps) */
-    for (int r = warp; r < LM; r += NW) {
+#pragma unroll
+    for (int k = 0; k < LM / NW; k++) {
+        const int r = warp + NW * k;
         if (r >= Lc) {
             if (lane == 0) s_dden[r] = 0.0f;
             continue;
         }
-        const float *hr = h + (tok + r) * D;
         float dot = 0.0f;
-        for (int i = lane; i < D; i += 32) dot += sDn[r * DP + i] * hr[i];
+#pragma unroll
+        for (int i = 0; i < D / 32; i++) dot += sDn[r * DP + lane + 32 * i] * hd.h[k][i];
         dot = warp_sum(dot);
-        const float dr = den[t0 + r] + eps, rd = 1.0f / dr;
-        for (int i = lane; i < D; i += 32) sDn[r * DP + i] *= rd;
+        const float dr = hd.den[k] + eps, rd = 1.0f / dr;
+#pragma unroll
+        for (int i = 0; i < D / 32; i++) sDn[r * DP + lane + 32 * i] *= rd;
         if (lane == 0) s_dden[r] = -dot * rd, mterm[r] = -eps * dot / dr;
     }
     chunk_weights<LM>(sW, s_al, s_it, s_lf, s_m, m_in, has_in, Lc);
@@ -544,7 +590,11 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
     {
         float x = 0.0f;
         if (has_E && has_in) {
-            for (int idx = tid; idx < D * D; idx += MLSTM_THREADS) x += Cin[idx] * sE[(idx / D) * DP + idx % D];
+#pragma unroll
+            for (int u = 0; u < D * D / MLSTM_THREADS; u++) {
+                const int idx = tid + MLSTM_THREADS * u;
+                x += __ldg(Cin + idx) * sE[(idx / D) * DP + idx % D];
+            }
             for (int a = tid; a < D; a += MLSTM_THREADS) x += sn[a] * se[a];
         }
         x = warp_sum(x);
@@ -566,7 +616,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
             sG[(ty + 16 * i) * LP + tx + 16 * j] = dS[i][j];
         }
     if (has_in)
-        for (int idx = tid; idx < D * D; idx += MLSTM_THREADS) sE[(idx / D) * DP + idx % D] = Cin[idx];
+        load_square<D>(sE, Cin);
     __syncthreads();
 
     /* G: down each column i of A, from the last row: logf_j (j > i) gets dlogu_i plus the column's

@@ -10,10 +10,10 @@
  * (the gate gradients are sums of many cancelling terms), so each output is held against the
  * CPU f32 (gpu-f32) and, on the same inputs, the f64 reference (gpu-f64); it passes when gpu-f32
  * <= 1e-5 or when the GPU is no further from f64 than 4 times the CPU f32 is (cpu-f64), plus
- * 1e-6 of max(max|ref|, 1). Both slacks are for outputs that are rounding noise: at T = 1,
- * d_itilde is 0 in exact arithmetic and d_phi_q, d_phi_k are O(eps) differences of O(1) terms,
- * so the GPU's noise and the CPU's differ by factors near 2 (seen on an H200); a real bug shows
- * as O(1), and every case with T > 1 has cpu-f64 near 1e-6. */
+ * 1e-6 of max(max|ref|, 1). Both slacks are for outputs that are mostly rounding noise (at
+ * T = 1, d_itilde is 0 in exact arithmetic; cancellations elsewhere), where the GPU's noise and
+ * the CPU's differ by small factors (seen on an H200); a real bug shows as O(1), and the cases
+ * with T > 1 have cpu-f64 near 1e-6. */
 #include "kernels/cuda/cuda_ops.h"
 extern "C" { /* the CPU reference is C */
 #include "kernels/kernels.h"
@@ -387,13 +387,16 @@ int main(int argc, char **argv) {
                             {64, 2500}, {16, 1100}}; /* the last two: the scans' tiles of 1024 */
     for (const auto &cs : cases) {
         int L = cs[0], T = cs[1], B = 3;
+        /* one token: h = (q.k) v / (q.k + eps), so with the model's eps the q and k gradients are
+         * O(eps) differences of O(1) terms, rounding noise alone; a larger eps checks the code */
+        double e = T == 1 ? 1e-2 : eps;
         inputs x = make_inputs(B, T, D, D);
         gpu_run g = gpu_alloc(x, L);
-        CHECK_OP(gpu_fwd(g, eps));
-        CHECK_OP(gpu_bwd(g, eps));
+        CHECK_OP(gpu_fwd(g, e));
+        CHECK_OP(gpu_bwd(g, e));
         CHECK_CUDA(cudaDeviceSynchronize());
-        printf("L %d, T %d, B %d:\n", L, T, B);
-        compare(g, x, B, eps);
+        printf("L %d, T %d, B %d, eps %g:\n", L, T, B, e);
+        compare(g, x, B, e);
         gpu_free(g);
     }
     printf("\n");
