@@ -205,18 +205,25 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
 #pragma unroll
         for (int u = 0; u < PER; u++) s_it[tid + MLSTM_THREADS * u] = ri[u], s_lf[tid + MLSTM_THREADS * u] = rl[u];
         __syncthreads();
-        if (tid == 0)
-            for (int t = 0; t < n; t += 8) {
+        if (tid == 0) {
+            int t = 0;
+            for (; t + 8 <= n; t += 8) { /* whole groups: nothing but the recurrence on the chain */
                 float l8[8], i8[8];
 #pragma unroll
                 for (int u = 0; u < 8; u++) l8[u] = s_lf[t + u], i8[u] = s_it[t + u];
 #pragma unroll
                 for (int u = 0; u < 8; u++) {
                     float a = l8[u] + prev;
-                    prev = t + u < n ? (a > i8[u] ? a : i8[u]) : prev;
+                    prev = a > i8[u] ? a : i8[u];
                     s_m[t + u] = prev;
                 }
             }
+            for (; t < n; t++) {
+                float a = s_lf[t] + prev;
+                prev = a > s_it[t] ? a : s_it[t];
+                s_m[t] = prev;
+            }
+        }
         __syncthreads();
         for (int j = tid; j < n; j += MLSTM_THREADS) m[base + j] = s_m[j];
     }
@@ -848,6 +855,7 @@ static int mlstm_bwd_impl(float *gq, float *gk, float *gv, float *git, float *gl
 
 static int mlstm_check(int B, int T, int L, int dk, int dv) {
     if (B < 0 || T < 0) return mlstm_fail("B and T must be >= 0");
+    if (B > 65535) return mlstm_fail("B must be <= 65535 (the sequences are the grid's y dimension)");
     if (L < 1 || L > 64) return mlstm_fail("chunk length L must be in 1 .. 64");
     if (dk != dv || dk != 64) return mlstm_fail("only dk = dv = 64 is built (template on the width in mlstm.cu)");
     return 0;
