@@ -707,8 +707,8 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
 __global__ void __launch_bounds__(MLSTM_THREADS)
     mlstm_mpath_scan_kernel(float *git, float *glf, const float *mterm, const float *saved, const float *itilde,
                             const float *logf, int T, size_t sl) {
-    constexpr int N = MLSTM_SCAN_TILE / 32 * 33 + 1;                          /* the padded tile, plus one token past it */
-    constexpr int PER = (MLSTM_SCAN_TILE + MLSTM_THREADS) / MLSTM_THREADS; /* staged tokens per thread */
+    constexpr int N = MLSTM_SCAN_TILE / 32 * 33 + 1; /* the padded tile, plus one token past it */
+    constexpr int PER = (MLSTM_SCAN_TILE + MLSTM_THREADS) / MLSTM_THREADS; /* tokens staged a thread */
     __shared__ float s_x[N], s_gi[N], s_gl[N];
     __shared__ unsigned char s_f[N];
     const int b = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
