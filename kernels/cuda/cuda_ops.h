@@ -34,6 +34,26 @@ int kern_cuda_linear_bf16(kern_bf16 *c, const kern_bf16 *a, const kern_bf16 *b, 
 /* The last CUDA/cuBLAS error as text ("file:line: call: message"), for the caller's xd_err. */
 const char *kern_cuda_last_error(void);
 
+/* ---- chunkwise mLSTM (mlstm.cu) ---- */
+/* The mLSTM cell of kernels/mlstm.h (same maths, same layout: B sequences one after another,
+ * phi_q, phi_k [B, T, dk], v, h [B, T, dv], itilde, logf [B, T]), fp32 throughout, chunk length
+ * L in 1 .. 64 (T need not be a multiple), dk = dv = 64. */
+/* Bytes of `saved` (forward -> backward): per sequence, the CPU's kern_mlstm_saved_len layout
+ * (m [T], den [T], the state C, n entering chunks 1 .. nch-1), then each chunk's decay [B, nch]. */
+size_t kern_cuda_mlstm_saved_bytes(int B, int T, int L, int dk, int dv);
+/* Bytes of the backward's workspace: state gradients [B, nch-1, dk*dv + dk], m-path terms [B, T]. */
+size_t kern_cuda_mlstm_workspace_bytes(int B, int T, int L, int dk, int dv);
+/* Forward: writes h and saved (needed by the backward). */
+int kern_cuda_mlstm_fwd(float *h, float *saved, const float *phi_q, const float *phi_k, const float *v,
+                        const float *itilde, const float *logf, int B, int T, int L, int dk, int dv, float eps,
+                        kern_cuda_stream s);
+/* Backward, exact including the normaliser and the m_t path: OVERWRITES d_phi_q, d_phi_k, d_v,
+ * d_itilde, d_logf, given the forward's inputs, its h and saved, and the loss gradient dh. */
+int kern_cuda_mlstm_bwd(float *d_phi_q, float *d_phi_k, float *d_v, float *d_itilde, float *d_logf, void *workspace,
+                        const float *dh, const float *h, const float *saved, const float *phi_q, const float *phi_k,
+                        const float *v, const float *itilde, const float *logf, int B, int T, int L, int dk, int dv,
+                        float eps, kern_cuda_stream s);
+
 #ifdef __cplusplus
 }
 #endif
