@@ -58,12 +58,13 @@ if [ "${XD_LOCAL:-0}" != 1 ]; then
   say "run $id submitted: xctl status $id, xctl logs $id/JOB; waiting"
   rc=0
   build/xctl/xctl wait "$id" || rc=$?
-  build/xctl/xctl status "$id" || true
   report=$(ls "$run"/cluster/artifacts/"$id"/eval/*.json 2> /dev/null | head -n 1)
   if [ $rc -eq 0 ] && [ -n "$report" ]; then
-    # the eval job's own summary: one line a task, then C_alpha, alpha* and the report's path
+    # the eval job's own summary (its newest attempt's log on this machine's workers): one line
+    # a task, then C_alpha, alpha* and the report's path
     say "eval summary ($report)"
-    build/xctl/xctl logs "$id/eval" | grep -E '^(\[eval\] |eval)' | sed 's/^/  /'
+    log=$(ls -t "$run"/cluster/workers/*/attempts/"${id}"_eval_*/log.txt 2> /dev/null | head -n 1)
+    { [ -n "$log" ] && grep -E '^(\[eval\] |eval)' "$log" | sed 's/^/  /'; } || echo "  (the eval log is not on this machine: see $report)"
   fi
   echo "pipeline: the cluster keeps running (deploy/cluster.sh stop --dir $run/cluster to end it)"
   exit $rc
