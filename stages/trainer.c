@@ -475,7 +475,6 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
     if (model_data_loader_vocab(t->loader) != t->teacher.cfg.vocab)
         return xd_fail(e, "the data's vocabulary (%d) is not the teacher's (%d): prepare it with the teacher's tokenizer",
                        model_data_loader_vocab(t->loader), t->teacher.cfg.vocab);
-    if (lock_out(s->out, stage, &t->out_lock, e)) return -1;
     char ckpt[1400];
     long ckpt_step;
     int found = trainer_checkpoint_latest(s->out, ckpt, sizeof ckpt, &ckpt_step, e);
@@ -486,6 +485,25 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
     if (prepare && prepare(t, ctx, e)) return -1;
     if (trainer_ranges_select(&t->student.layout, select, ctx, &t->ranges, e)) return -1;
     if (trainer_optim_init(&t->opt, t->ranges.total, e)) return -1;
+    /* Everything is checked, nothing written yet; now out is created and locked. A writer that
+       held it meanwhile may have left a newer checkpoint: resume from that one. */
+    if (lock_out(s->out, stage, &t->out_lock, e)) return -1;
+    char newest[1400];
+    long newest_step;
+    int found_now = trainer_checkpoint_latest(s->out, newest, sizeof newest, &newest_step, e);
+    if (found_now < 0) return -1;
+    if (found_now == 0 && (found != 0 || strcmp(newest, ckpt) != 0)) {
+        model_transformer later;
+        if (model_transformer_load(newest, &later, e)) return -1;
+        if (later.layout.n_params != t->student.layout.n_params) {
+            model_transformer_free(&later);
+            return xd_fail(e, "%s: its shapes differ from the student's", newest);
+        }
+        memcpy(t->student.params, later.params, sizeof(float) * later.layout.n_params);
+        model_transformer_free(&later);
+        memcpy(ckpt, newest, sizeof ckpt);
+        found = 0;
+    }
     if (found == 0) {
         if (trainer_restore(ckpt, &t->opt, t->loader, &t->start_step, &t->tokens, e)) return -1;
         fprintf(stderr, "[%s] resuming from %s (step %ld)\n", stage, ckpt, t->start_step);
