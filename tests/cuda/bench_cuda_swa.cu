@@ -70,8 +70,9 @@ static std::vector<float> widen(const std::vector<uint16_t> &v) {
     for (size_t i = 0; i < v.size(); i++) w[i] = xd_bf16_to_f32(v[i]);
     return w;
 }
-/* max |got - want| / max |want| over want's elements, got read from offset; NaN (an output no
- * thread wrote: outputs start as NaN) counts as infinite */
+/* max |got - want| / max |want| over want's elements, got read from offset; the denominator at
+ * least 1e-3: where the exact gradient is 0 (one key per query: T = 1, W = 1 with S = 0) both
+ * sides are rounding noise. NaN (an output no thread wrote: outputs start as NaN) is infinite. */
 static double rel_err(const std::vector<float> &got, size_t offset, const std::vector<float> &want) {
     double md = 0, mw = 0;
     for (size_t i = 0; i < want.size(); i++) {
@@ -80,7 +81,7 @@ static double rel_err(const std::vector<float> &got, size_t offset, const std::v
         md = std::max(md, (double)fabsf(g - want[i]));
         mw = std::max(mw, (double)fabsf(want[i]));
     }
-    return md / std::max(mw, 1e-30);
+    return md / std::max(mw, 1e-3);
 }
 
 template <typename F> static double median_us(F run) {
@@ -261,6 +262,7 @@ int main(int argc, char **argv) {
         {1, 150, 2, 2, 64, 5, 1000, 0},       /* S >= T: every key a sink */
         {1, 160, 6, 2, 64, 10, 70, 0},        /* sinks over two tiles, groups of 3 */
         {1, 129, 2, 1, 128, 1, 1, 0},         /* W = 1: itself and the sink */
+        {1, 70, 2, 1, 64, 1, 0, 0},           /* W = 1, S = 0: itself only (dq = dk = 0) */
         {1, 64, 2, 1, 64, 2, 0, 0},           /* one whole tile */
         {2, 1000, 8, 2, 64, 100, 4, 0},       /* a window across tile boundaries */
         {4, 4096, 32, 8, 64, 512, 4, 3},      /* the design's shape (last sequence checked) */
