@@ -5,8 +5,8 @@
  * lse as in training; the backward run twice must agree bit for bit. Then timed with CUDA events
  * (3 warm-ups, median of 20) at the design's shape and SmolLM2's, against a cuBLAS bf16 GEMM
  * measured here. Exit 1 on any mismatch. The harness for emu_cuda_swa's host emulation of the
- * same kernel bodies.
- *     build/tests/bench_cuda_swa [seed] */
+ * same kernel bodies. --check-only: the small shapes' checks alone (for compute-sanitizer).
+ *     build/tests/bench_cuda_swa [seed] [--check-only] */
 #include "kernels/cuda/cuda_ops.h"
 extern "C" { /* the CPU reference is C */
 #include "kernels/kernels.h"
@@ -227,6 +227,7 @@ static void check_family(const swa_family &f, swa_case &c) {
 int main(int argc, char **argv) {
     rng_state = argc > 1 ? strtoull(argv[1], NULL, 10) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
     if (!rng_state) rng_state = 1;
+    bool check_only = argc > 2 && strcmp(argv[2], "--check-only") == 0;
     cudaDeviceProp prop;
     CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, %.0f MB L2; seed %llu\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6,
@@ -269,12 +270,17 @@ int main(int argc, char **argv) {
         {8, 2048, 9, 3, 64, 512, 4, 7},       /* SmolLM2's */
     };
     for (const auto &s : shapes) {
+        if (check_only && s.check_from > 0) continue;
         swa_case c = make_case(s, true);
         for (const auto &f : families) check_family(f, c);
         free_case(c);
         fflush(stdout);
     }
 
+    if (check_only) {
+        printf("\n%d checks, %d failed\n", checks, failures);
+        return failures ? 1 : 0;
+    }
     { /* ceiling: a large cuBLAS bf16 GEMM */
         int n = 8192;
         kern_bf16 *x, *y, *z;
