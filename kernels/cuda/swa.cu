@@ -35,6 +35,17 @@ static __device__ __forceinline__ void swa_st16(kern_bf16 *p, const uint32_t w[4
     *reinterpret_cast<uint4 *>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+static __device__ __forceinline__ void swa_ldsm(uint32_t r[4], const kern_bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((uint32_t)__cvta_generic_to_shared(p)));
+}
+static __device__ __forceinline__ void swa_ldsm_t(uint32_t r[4], const kern_bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((uint32_t)__cvta_generic_to_shared(p)));
+}
+
 #include "swa_body.cuh"
 
 extern __shared__ __align__(16) unsigned char swa_smem_buf[];

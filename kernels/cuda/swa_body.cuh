@@ -14,6 +14,8 @@
  *   swa_pack(lo, hi)            two floats -> bf16x2 word, lo in the low half
  *   swa_ld32(p), swa_st32(p,w)  one 4-byte word (2 bf16) at a 4-byte aligned address
  *   swa_ld16(w,p), swa_st16(p,w) 16 bytes (8 bf16) at a 16-byte aligned address as 4 words
+ *   swa_ldsm(r,p), swa_ldsm_t(r,p) ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16, p this lane's
+ *                               row address (shared memory, 16-byte aligned)
  *
  * Semantics are kernels/swa.h's: query t sees keys j <= t with j < S or j >= t - W + 1, scale
  * 1/sqrt(d), query head h reads kv head h / (H/G); a batch is B sequences one after another.
@@ -72,31 +74,46 @@ SWA_FN int swa_last_query_tile(int kt, int T, int W, int S) {
     return tmax / SWA_BT;
 }
 
-/* shared memory of the tensor-core kernels: padded rows (+8 bf16) keep fragment loads free of bank
- * conflicts; LDK for [64][D] tiles, LDT for transposed [D][64] ones */
+/* Every query of tile t0.. sees every key of tile j0.. (the tile needs no mask): all its queries
+ * exist, its last key precedes its first query, and its keys are sinks or in the last query's window. */
+SWA_FN bool swa_tile_full(int t0, int j0, int T, int W, int S) {
+    return t0 + SWA_BT <= T && j0 + SWA_BT - 1 <= t0 && (j0 + SWA_BT <= S || j0 >= t0 + SWA_BT - W);
+}
+
+/* shared memory of the tensor-core kernels: [64][D] tiles, row-major, rows padded by 8 bf16 (16 bytes)
+ * so that the 8 rows an ldmatrix reads fall in 8 different 16-byte bank groups */
 template <int D> struct swa_smem {
-    static constexpr int LDK = D + 8, LDT = SWA_BT + 8;
-    static constexpr int ROWS = SWA_BT * LDK, COLS = D * LDT; /* elements of a tile either way */
-    static constexpr size_t fwd = 2 * (size_t)(ROWS + COLS);
-    static constexpr size_t dq = 2 * (size_t)(2 * ROWS + COLS);
-    static constexpr size_t dkdv = 2 * (size_t)(4 * ROWS + 2 * COLS) + 2 * SWA_BT * sizeof(float);
+    static constexpr int LD = D + 8, TILE = SWA_BT * LD;
+    static constexpr size_t fwd = 2 * sizeof(kern_bf16) * (size_t)TILE;
+    static constexpr size_t dq = 2 * sizeof(kern_bf16) * (size_t)TILE;
+    static constexpr size_t dkdv = 4 * sizeof(kern_bf16) * (size_t)TILE + 2 * SWA_BT * sizeof(float);
 };
 
-/* ---- fragments ---- */
+/* ---- fragments, loaded by the whole warp with ldmatrix: lane l gives the address of row l % 8 of
+ * 8 x 8 matrix l / 8; register i receives row lane/4, columns 2(lane%4), +1 of matrix i (with
+ * .trans: of its transpose) ---- */
 
-/* A (16 x 16) from row-major s: rows m0.., columns k0.. */
-SWA_FN void swa_frag_a(uint32_t a[4], const kern_bf16 *s, int ld, int m0, int k0, int g, int tq) {
-    const kern_bf16 *p0 = s + (m0 + g) * ld + k0 + 2 * tq, *p1 = p0 + 8 * ld;
-    a[0] = swa_ld32(p0);
-    a[1] = swa_ld32(p1);
-    a[2] = swa_ld32(p0 + 8);
-    a[3] = swa_ld32(p1 + 8);
+/* A (16 x 16) of row-major s, rows m0.., columns k0..: matrices (m0, k0) (m0+8, k0) (m0, k0+8)
+ * (m0+8, k0+8) are a0a1, a2a3, a4a5, a6a7 */
+SWA_FN void swa_lds_a(uint32_t a[4], const kern_bf16 *s, int ld, int m0, int k0, int lane) {
+    int mi = lane / 8;
+    swa_ldsm(a, s + (m0 + lane % 8 + 8 * (mi % 2)) * ld + k0 + 8 * (mi / 2));
 }
-/* B (16 x 8, k x n) from s holding B transposed, s[n][k] row-major: rows n0.., columns k0.. */
-SWA_FN void swa_frag_b(uint32_t b[2], const kern_bf16 *s, int ld, int n0, int k0, int g, int tq) {
-    const kern_bf16 *p0 = s + (n0 + g) * ld + k0 + 2 * tq;
-    b[0] = swa_ld32(p0);
-    b[1] = swa_ld32(p0 + 8);
+/* B (k16 x n8) of n-tiles n0 and n0+8 from s[n][k] (B transposed, row-major): matrices (n0, k0)
+ * (n0, k0+8) are b0's two words, (n0+8, k0) (n0+8, k0+8) b1's */
+SWA_FN void swa_lds_b2(uint32_t b0[2], uint32_t b1[2], const kern_bf16 *s, int ld, int n0, int k0, int lane) {
+    int mi = lane / 8;
+    uint32_t r[4];
+    swa_ldsm(r, s + (n0 + lane % 8 + 8 * (mi / 2)) * ld + k0 + 8 * (mi % 2));
+    b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
+}
+/* the same from s[k][n] (B itself, row-major) through the transposing load: matrices (k0, n0)
+ * (k0+8, n0) are b0's words, (k0, n0+8) (k0+8, n0+8) b1's */
+SWA_FN void swa_lds_b2_t(uint32_t b0[2], uint32_t b1[2], const kern_bf16 *s, int ld, int k0, int n0, int lane) {
+    int mi = lane / 8;
+    uint32_t r[4];
+    swa_ldsm_t(r, s + (k0 + lane % 8 + 8 * (mi % 2)) * ld + n0 + 8 * (mi / 2));
+    b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
 }
 /* A of the next product from two accumulators: n-tiles 2kk and 2kk+1 of a 16 x 64 result are
  * columns 16kk..16kk+15, exactly an A fragment's layout (the flash-attention register reuse) */
@@ -121,29 +138,33 @@ SWA_FN void swa_frag_a_rows(uint32_t (&f)[D / 16][4], const kern_bf16 *base, siz
     }
 }
 
-/* ---- tiles into shared memory (whole block) ---- */
+/* ---- tiles into shared memory (whole block), in two steps so that the next tile's global loads
+ * are in flight while this one is computed on ---- */
 
-/* rows j0..j0+63 of a global [T, ld] matrix (D columns from base) into s[64][lds]; rows >= T zero,
- * so that masked products (P = 0) never meet garbage */
+/* Load the next tile into registers while this one is computed on: for d = 64 only, d = 128 would
+ * spill (the loads then go straight before the store to shared memory). */
+template <int D> SWA_FN constexpr bool swa_prefetch() { return D <= 64; }
+/* this thread's D/16 16-byte pieces of one tile, in registers */
+template <int D> struct swa_stage {
+    uint32_t w[D / 16][4];
+};
+/* rows j0..j0+63 of a global [T, ld] matrix (D columns from base); rows >= T zero, so that masked
+ * products (P = 0) never meet garbage. Piece v = tid + 128 i is row v / (D/8), 16-byte column
+ * v % (D/8): a warp reads whole rows. */
 template <int D>
-SWA_FN void swa_tile_rows(kern_bf16 *s, int lds, const kern_bf16 *base, size_t ld, int j0, int T, int tid) {
-    for (int v = tid; v < SWA_BT * D / 8; v += SWA_THREADS) {
-        int r = v / (D / 8), c = (v % (D / 8)) * 8;
-        uint32_t w[4] = {0u, 0u, 0u, 0u};
-        if (j0 + r < T) swa_ld16(w, base + (size_t)(j0 + r) * ld + c);
-        swa_st16(s + r * lds + c, w);
+SWA_FN void swa_fetch(swa_stage<D> &st, const kern_bf16 *base, size_t ld, int j0, int T, int tid) {
+    SWA_UNROLL
+    for (int i = 0; i < D / 16; i++) {
+        int v = tid + SWA_THREADS * i, r = v / (D / 8), c = (v % (D / 8)) * 8;
+        st.w[i][0] = st.w[i][1] = st.w[i][2] = st.w[i][3] = 0u;
+        if (j0 + r < T) swa_ld16(st.w[i], base + (size_t)(j0 + r) * ld + c);
     }
 }
-/* the same rows transposed, s[c][r] (c < D, r < 64): a warp takes 32 rows of one column chunk, so
- * its 2-byte stores hit 16 consecutive words */
-template <int D>
-SWA_FN void swa_tile_cols(kern_bf16 *s, int lds, const kern_bf16 *base, size_t ld, int j0, int T, int tid) {
-    for (int v = tid; v < SWA_BT * D / 8; v += SWA_THREADS) {
-        int r = v % SWA_BT, c = (v / SWA_BT) * 8;
-        uint32_t w[4] = {0u, 0u, 0u, 0u};
-        if (j0 + r < T) swa_ld16(w, base + (size_t)(j0 + r) * ld + c);
-        SWA_UNROLL
-        for (int i = 0; i < 8; i++) s[(c + i) * lds + r] = (kern_bf16)(w[i / 2] >> (16 * (i % 2)));
+template <int D> SWA_FN void swa_stash(kern_bf16 *s, const swa_stage<D> &st, int tid) {
+    SWA_UNROLL
+    for (int i = 0; i < D / 16; i++) {
+        int v = tid + SWA_THREADS * i, r = v / (D / 8), c = (v % (D / 8)) * 8;
+        swa_st16(s + r * swa_smem<D>::LD + c, st.w[i]);
     }
 }
 
@@ -166,14 +187,14 @@ SWA_FN float swa_warp_sum(float x) {
 /* Forward, grid (query tiles, H, B): online softmax over the key tiles of swa_key_tiles. */
 template <int D> SWA_FN void swa_fwd_mma(const swa_params &p, swa_ctx c) {
     typedef swa_smem<D> L;
-    kern_bf16 *Ks = (kern_bf16 *)c.smem, *Vt = Ks + L::ROWS;
+    kern_bf16 *Ks = (kern_bf16 *)c.smem, *Vs = Ks + L::TILE;
     const int T = p.T, H = p.H, qt = c.bx, h = c.by, b = c.bz, kvh = h / (H / p.G);
     const int warp = c.tid / 32, lane = c.tid % 32, g = lane / 4, tq = lane % 4;
     const size_t qs = (size_t)H * D, ks = (size_t)p.G * D;
     const kern_bf16 *qb = p.q + (size_t)b * T * qs + (size_t)h * D;
     const kern_bf16 *kb = p.k + (size_t)b * T * ks + (size_t)kvh * D;
     const kern_bf16 *vb = p.v + (size_t)b * T * ks + (size_t)kvh * D;
-    const int r0 = qt * SWA_BT + warp * 16 + g, r1 = r0 + 8;
+    const int t0 = qt * SWA_BT, r0 = t0 + warp * 16 + g, r1 = r0 + 8;
 
     uint32_t qf[D / 16][4];
     swa_frag_a_rows<D>(qf, qb, qs, r0, r1, T, tq);
@@ -183,12 +204,20 @@ template <int D> SWA_FN void swa_fwd_mma(const swa_params &p, swa_ctx c) {
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
     const swa_tiles kl = swa_key_tiles(qt, T, p.W, p.S);
+    swa_stage<D> nk, nv;
+    auto fetch = [&](int i) {
+        swa_fetch<D>(nk, kb, ks, swa_tile_at(kl, i) * SWA_BT, T, c.tid);
+        swa_fetch<D>(nv, vb, ks, swa_tile_at(kl, i) * SWA_BT, T, c.tid);
+    };
+    if (swa_prefetch<D>()) fetch(0);
     for (int i = 0; i < kl.n; i++) {
         const int j0 = swa_tile_at(kl, i) * SWA_BT;
         swa_sync(); /* every warp is done with the previous tile */
-        swa_tile_rows<D>(Ks, L::LDK, kb, ks, j0, T, c.tid);
-        swa_tile_cols<D>(Vt, L::LDT, vb, ks, j0, T, c.tid);
+        if (!swa_prefetch<D>()) fetch(i);
+        swa_stash<D>(Ks, nk, c.tid);
+        swa_stash<D>(Vs, nv, c.tid);
         swa_sync();
+        if (swa_prefetch<D>() && i + 1 < kl.n) fetch(i + 1);
 
         float s[8][4];
         SWA_UNROLL
@@ -196,23 +225,29 @@ template <int D> SWA_FN void swa_fwd_mma(const swa_params &p, swa_ctx c) {
         SWA_UNROLL
         for (int kk = 0; kk < D / 16; kk++) {
             SWA_UNROLL
-            for (int nt = 0; nt < 8; nt++) {
-                uint32_t bb[2];
-                swa_frag_b(bb, Ks, L::LDK, nt * 8, kk * 16, g, tq);
-                swa_mma(s[nt], qf[kk], bb);
+            for (int np = 0; np < 4; np++) {
+                uint32_t b0[2], b1[2];
+                swa_lds_b2(b0, b1, Ks, L::LD, np * 16, kk * 16, lane);
+                swa_mma(s[2 * np], qf[kk], b0);
+                swa_mma(s[2 * np + 1], qf[kk], b1);
             }
+        }
+        SWA_UNROLL
+        for (int nt = 0; nt < 8; nt++)
+            SWA_UNROLL
+            for (int e = 0; e < 4; e++) s[nt][e] *= p.scale;
+        if (!swa_tile_full(t0, j0, T, p.W, p.S)) {
+            SWA_UNROLL
+            for (int nt = 0; nt < 8; nt++)
+                SWA_UNROLL
+                for (int e = 0; e < 4; e++)
+                    if (!swa_sees(e < 2 ? r0 : r1, j0 + nt * 8 + 2 * tq + (e & 1), T, p.W, p.S)) s[nt][e] = -INFINITY;
         }
         float mx[2] = {-INFINITY, -INFINITY};
         SWA_UNROLL
-        for (int nt = 0; nt < 8; nt++) {
+        for (int nt = 0; nt < 8; nt++)
             SWA_UNROLL
-            for (int e = 0; e < 4; e++) {
-                int row = e < 2 ? r0 : r1, j = j0 + nt * 8 + 2 * tq + (e & 1);
-                float x = swa_sees(row, j, T, p.W, p.S) ? s[nt][e] * p.scale : -INFINITY;
-                s[nt][e] = x;
-                mx[e / 2] = fmaxf(mx[e / 2], x);
-            }
-        }
+            for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
         float base[2];
         SWA_UNROLL
         for (int r = 0; r < 2; r++) {
@@ -238,10 +273,11 @@ template <int D> SWA_FN void swa_fwd_mma(const swa_params &p, swa_ctx c) {
             uint32_t a[4];
             swa_frag_a_from_c(a, s[2 * kk], s[2 * kk + 1]);
             SWA_UNROLL
-            for (int nd = 0; nd < D / 8; nd++) {
-                uint32_t bb[2];
-                swa_frag_b(bb, Vt, L::LDT, nd * 8, kk * 16, g, tq);
-                swa_mma(o[nd], a, bb);
+            for (int np = 0; np < D / 16; np++) {
+                uint32_t b0[2], b1[2];
+                swa_lds_b2_t(b0, b1, Vs, L::LD, kk * 16, np * 16, lane);
+                swa_mma(o[2 * np], a, b0);
+                swa_mma(o[2 * np + 1], a, b1);
             }
         }
     }
@@ -270,11 +306,29 @@ template <int D> SWA_FN void swa_delta(const swa_params &p, swa_ctx c) {
     if (lane == 0) p.delta[row] = acc;
 }
 
+/* P = exp(S scale - lse) and dS = P (dP - delta) of one 16 x 64 accumulator pair, in place (s
+ * becomes P, dp becomes dS); row(e) and col(nt, e) place element e of n-tile nt. MASK: apply
+ * swa_sees (a tile that swa_tile_full passes skips it). */
+template <bool MASK, typename RowF, typename ColF>
+SWA_FN void swa_p_ds(float (&s)[8][4], float (&dp)[8][4], const float lse[2], const float dl[2], const swa_params &p,
+                     RowF row, ColF col) {
+    SWA_UNROLL
+    for (int nt = 0; nt < 8; nt++) {
+        SWA_UNROLL
+        for (int e = 0; e < 4; e++) {
+            bool ok = !MASK || swa_sees(row(nt, e), col(nt, e), p.T, p.W, p.S);
+            float pe = ok ? swa_exp(s[nt][e] * p.scale - lse[e / 2]) : 0.0f;
+            s[nt][e] = pe;
+            dp[nt][e] = ok ? pe * (dp[nt][e] - dl[e / 2]) : 0.0f;
+        }
+    }
+}
+
 /* dq, grid (query tiles, H, B): recompute P from lse, dS = P (dP - delta), dq = scale dS K over
  * the same key tiles as the forward. Writes dq. */
 template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
     typedef swa_smem<D> L;
-    kern_bf16 *Ks = (kern_bf16 *)c.smem, *Vs = Ks + L::ROWS, *Kt = Vs + L::ROWS;
+    kern_bf16 *Ks = (kern_bf16 *)c.smem, *Vs = Ks + L::TILE;
     const int T = p.T, H = p.H, qt = c.bx, h = c.by, b = c.bz, kvh = h / (H / p.G);
     const int warp = c.tid / 32, lane = c.tid % 32, g = lane / 4, tq = lane % 4;
     const size_t qs = (size_t)H * D, ks = (size_t)p.G * D;
@@ -282,7 +336,7 @@ template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
     const kern_bf16 *dob = p.dout + (size_t)b * T * qs + (size_t)h * D;
     const kern_bf16 *kb = p.k + (size_t)b * T * ks + (size_t)kvh * D;
     const kern_bf16 *vb = p.v + (size_t)b * T * ks + (size_t)kvh * D;
-    const int r0 = qt * SWA_BT + warp * 16 + g, r1 = r0 + 8;
+    const int t0 = qt * SWA_BT, r0 = t0 + warp * 16 + g, r1 = r0 + 8;
 
     uint32_t qf[D / 16][4], df[D / 16][4];
     swa_frag_a_rows<D>(qf, qb, qs, r0, r1, T, tq);
@@ -300,13 +354,20 @@ template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
     for (int nd = 0; nd < D / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
 
     const swa_tiles kl = swa_key_tiles(qt, T, p.W, p.S);
+    swa_stage<D> nk, nv;
+    auto fetch = [&](int i) {
+        swa_fetch<D>(nk, kb, ks, swa_tile_at(kl, i) * SWA_BT, T, c.tid);
+        swa_fetch<D>(nv, vb, ks, swa_tile_at(kl, i) * SWA_BT, T, c.tid);
+    };
+    if (swa_prefetch<D>()) fetch(0);
     for (int i = 0; i < kl.n; i++) {
         const int j0 = swa_tile_at(kl, i) * SWA_BT;
         swa_sync();
-        swa_tile_rows<D>(Ks, L::LDK, kb, ks, j0, T, c.tid);
-        swa_tile_rows<D>(Vs, L::LDK, vb, ks, j0, T, c.tid);
-        swa_tile_cols<D>(Kt, L::LDT, kb, ks, j0, T, c.tid);
+        if (!swa_prefetch<D>()) fetch(i);
+        swa_stash<D>(Ks, nk, c.tid);
+        swa_stash<D>(Vs, nv, c.tid);
         swa_sync();
+        if (swa_prefetch<D>() && i + 1 < kl.n) fetch(i + 1);
 
         float s[8][4], dp[8][4];
         SWA_UNROLL
@@ -316,33 +377,30 @@ template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
         SWA_UNROLL
         for (int kk = 0; kk < D / 16; kk++) {
             SWA_UNROLL
-            for (int nt = 0; nt < 8; nt++) {
-                uint32_t bb[2];
-                swa_frag_b(bb, Ks, L::LDK, nt * 8, kk * 16, g, tq);
-                swa_mma(s[nt], qf[kk], bb);
-                swa_frag_b(bb, Vs, L::LDK, nt * 8, kk * 16, g, tq);
-                swa_mma(dp[nt], df[kk], bb);
+            for (int np = 0; np < 4; np++) {
+                uint32_t b0[2], b1[2];
+                swa_lds_b2(b0, b1, Ks, L::LD, np * 16, kk * 16, lane);
+                swa_mma(s[2 * np], qf[kk], b0);
+                swa_mma(s[2 * np + 1], qf[kk], b1);
+                swa_lds_b2(b0, b1, Vs, L::LD, np * 16, kk * 16, lane);
+                swa_mma(dp[2 * np], df[kk], b0);
+                swa_mma(dp[2 * np + 1], df[kk], b1);
             }
         }
-        SWA_UNROLL
-        for (int nt = 0; nt < 8; nt++) {
-            SWA_UNROLL
-            for (int e = 0; e < 4; e++) {
-                int row = e < 2 ? r0 : r1, j = j0 + nt * 8 + 2 * tq + (e & 1);
-                bool ok = swa_sees(row, j, T, p.W, p.S);
-                float pe = ok ? swa_exp(s[nt][e] * p.scale - lse[e / 2]) : 0.0f;
-                s[nt][e] = ok ? pe * (dp[nt][e] - dl[e / 2]) : 0.0f; /* dS */
-            }
-        }
+        auto row = [&](int, int e) { return e < 2 ? r0 : r1; };
+        auto col = [&](int nt, int e) { return j0 + nt * 8 + 2 * tq + (e & 1); };
+        if (swa_tile_full(t0, j0, T, p.W, p.S)) swa_p_ds<false>(s, dp, lse, dl, p, row, col);
+        else swa_p_ds<true>(s, dp, lse, dl, p, row, col);
         SWA_UNROLL
         for (int kk = 0; kk < 4; kk++) { /* dq += dS K */
             uint32_t a[4];
-            swa_frag_a_from_c(a, s[2 * kk], s[2 * kk + 1]);
+            swa_frag_a_from_c(a, dp[2 * kk], dp[2 * kk + 1]);
             SWA_UNROLL
-            for (int nd = 0; nd < D / 8; nd++) {
-                uint32_t bb[2];
-                swa_frag_b(bb, Kt, L::LDT, nd * 8, kk * 16, g, tq);
-                swa_mma(acc[nd], a, bb);
+            for (int np = 0; np < D / 16; np++) {
+                uint32_t b0[2], b1[2];
+                swa_lds_b2_t(b0, b1, Ks, L::LD, kk * 16, np * 16, lane);
+                swa_mma(acc[2 * np], a, b0);
+                swa_mma(acc[2 * np + 1], a, b1);
             }
         }
     }
@@ -365,9 +423,8 @@ template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
  * slowest, so the sink tiles, which see every later query and run longest, start first. */
 template <int D> SWA_FN void swa_dkdv_mma(const swa_params &p, swa_ctx c) {
     typedef swa_smem<D> L;
-    kern_bf16 *Ks = (kern_bf16 *)c.smem, *Vs = Ks + L::ROWS, *Qs = Vs + L::ROWS, *Os = Qs + L::ROWS;
-    kern_bf16 *Qt = Os + L::ROWS, *Ot = Qt + L::COLS;
-    float *lse_s = (float *)(Ot + L::COLS), *dl_s = lse_s + SWA_BT;
+    kern_bf16 *Ks = (kern_bf16 *)c.smem, *Vs = Ks + L::TILE, *Qs = Vs + L::TILE, *Os = Qs + L::TILE;
+    float *lse_s = (float *)(Os + L::TILE), *dl_s = lse_s + SWA_BT;
     const int T = p.T, H = p.H, G = p.G, group = H / G;
     const int kt = c.bx / (G * p.B), kvh = c.bx % (G * p.B) % G, b = c.bx % (G * p.B) / G;
     const int warp = c.tid / 32, lane = c.tid % 32, g = lane / 4, tq = lane % 4;
@@ -376,77 +433,95 @@ template <int D> SWA_FN void swa_dkdv_mma(const swa_params &p, swa_ctx c) {
     const kern_bf16 *vb = p.v + (size_t)b * T * ks + (size_t)kvh * D;
     const int j0 = kt * SWA_BT, k0 = j0 + warp * 16 + g, k1 = k0 + 8; /* this thread's key rows */
 
-    swa_tile_rows<D>(Ks, L::LDK, kb, ks, j0, T, c.tid); /* read after the loop's first sync */
-    swa_tile_rows<D>(Vs, L::LDK, vb, ks, j0, T, c.tid);
+    {
+        swa_stage<D> st;
+        swa_fetch<D>(st, kb, ks, j0, T, c.tid);
+        swa_stash<D>(Ks, st, c.tid); /* read after the loop's first sync */
+        swa_fetch<D>(st, vb, ks, j0, T, c.tid);
+        swa_stash<D>(Vs, st, c.tid);
+    }
     float dk[D / 8][4], dv[D / 8][4];
     SWA_UNROLL
     for (int nd = 0; nd < D / 8; nd++)
         SWA_UNROLL
         for (int e = 0; e < 4; e++) dk[nd][e] = dv[nd][e] = 0.0f;
 
-    const int qhi = swa_last_query_tile(kt, T, p.W, p.S);
-    for (int hh = 0; hh < group; hh++) {
-        const int h = kvh * group + hh;
-        const kern_bf16 *qb = p.q + (size_t)b * T * qs + (size_t)h * D;
-        const kern_bf16 *dob = p.dout + (size_t)b * T * qs + (size_t)h * D;
-        for (int qt = kt; qt <= qhi; qt++) {
-            const int t0 = qt * SWA_BT;
-            swa_sync();
-            swa_tile_rows<D>(Qs, L::LDK, qb, qs, t0, T, c.tid);
-            swa_tile_rows<D>(Os, L::LDK, dob, qs, t0, T, c.tid);
-            swa_tile_cols<D>(Qt, L::LDT, qb, qs, t0, T, c.tid);
-            swa_tile_cols<D>(Ot, L::LDT, dob, qs, t0, T, c.tid);
-            if (c.tid < SWA_BT) {
-                int t = t0 + c.tid;
-                size_t ix = ((size_t)b * T + t) * H + h;
-                lse_s[c.tid] = t < T ? p.lse[ix] : 0.0f;
-                dl_s[c.tid] = t < T ? p.delta[ix] : 0.0f;
-            }
-            swa_sync();
+    /* iteration it: query head kvh * group + it / nq, query tile kt + it % nq */
+    const int nq = swa_last_query_tile(kt, T, p.W, p.S) - kt + 1, n = group * nq;
+    swa_stage<D> nqs, nos;
+    float nlse = 0.0f, ndl = 0.0f;
+    auto fetch = [&](int it) {
+        const int h = kvh * group + it / nq, t0 = (kt + it % nq) * SWA_BT;
+        swa_fetch<D>(nqs, p.q + (size_t)b * T * qs + (size_t)h * D, qs, t0, T, c.tid);
+        swa_fetch<D>(nos, p.dout + (size_t)b * T * qs + (size_t)h * D, qs, t0, T, c.tid);
+        if (c.tid < SWA_BT) {
+            int t = t0 + c.tid;
+            size_t ix = ((size_t)b * T + t) * H + h;
+            nlse = t < T ? p.lse[ix] : 0.0f;
+            ndl = t < T ? p.delta[ix] : 0.0f;
+        }
+    };
+    if (swa_prefetch<D>()) fetch(0);
+    for (int it = 0; it < n; it++) {
+        const int t0 = (kt + it % nq) * SWA_BT;
+        swa_sync();
+        if (!swa_prefetch<D>()) fetch(it);
+        swa_stash<D>(Qs, nqs, c.tid);
+        swa_stash<D>(Os, nos, c.tid);
+        if (c.tid < SWA_BT) lse_s[c.tid] = nlse, dl_s[c.tid] = ndl;
+        swa_sync();
+        if (swa_prefetch<D>() && it + 1 < n) fetch(it + 1);
 
-            float st[8][4], dpt[8][4]; /* rows: this warp's 16 keys; columns: the tile's queries */
+        float st[8][4], dpt[8][4]; /* rows: this warp's 16 keys; columns: the tile's queries */
+        SWA_UNROLL
+        for (int nt = 0; nt < 8; nt++)
             SWA_UNROLL
-            for (int nt = 0; nt < 8; nt++)
-                SWA_UNROLL
-                for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.0f;
+            for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.0f;
+        SWA_UNROLL
+        for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t ka[4], va[4];
+            swa_lds_a(ka, Ks, L::LD, warp * 16, kk * 16, lane);
+            swa_lds_a(va, Vs, L::LD, warp * 16, kk * 16, lane);
             SWA_UNROLL
-            for (int kk = 0; kk < D / 16; kk++) {
-                uint32_t ka[4], va[4];
-                swa_frag_a(ka, Ks, L::LDK, warp * 16, kk * 16, g, tq);
-                swa_frag_a(va, Vs, L::LDK, warp * 16, kk * 16, g, tq);
-                SWA_UNROLL
-                for (int nt = 0; nt < 8; nt++) {
-                    uint32_t bb[2];
-                    swa_frag_b(bb, Qs, L::LDK, nt * 8, kk * 16, g, tq);
-                    swa_mma(st[nt], ka, bb);
-                    swa_frag_b(bb, Os, L::LDK, nt * 8, kk * 16, g, tq);
-                    swa_mma(dpt[nt], va, bb);
-                }
+            for (int np = 0; np < 4; np++) {
+                uint32_t b0[2], b1[2];
+                swa_lds_b2(b0, b1, Qs, L::LD, np * 16, kk * 16, lane);
+                swa_mma(st[2 * np], ka, b0);
+                swa_mma(st[2 * np + 1], ka, b1);
+                swa_lds_b2(b0, b1, Os, L::LD, np * 16, kk * 16, lane);
+                swa_mma(dpt[2 * np], va, b0);
+                swa_mma(dpt[2 * np + 1], va, b1);
             }
+        }
+        /* per column (query) lse and delta: element e of n-tile nt is query column nt*8 + 2tq + (e&1) */
+        const bool full = swa_tile_full(t0, j0, T, p.W, p.S);
+        SWA_UNROLL
+        for (int nt = 0; nt < 8; nt++) {
+            float cl[2] = {lse_s[nt * 8 + 2 * tq], lse_s[nt * 8 + 2 * tq + 1]};
+            float cd[2] = {dl_s[nt * 8 + 2 * tq], dl_s[nt * 8 + 2 * tq + 1]};
             SWA_UNROLL
-            for (int nt = 0; nt < 8; nt++) {
-                SWA_UNROLL
-                for (int e = 0; e < 4; e++) {
-                    int key = e < 2 ? k0 : k1, tc = nt * 8 + 2 * tq + (e & 1);
-                    bool ok = swa_sees(t0 + tc, key, T, p.W, p.S);
-                    float pe = ok ? swa_exp(st[nt][e] * p.scale - lse_s[tc]) : 0.0f;
-                    st[nt][e] = pe;                                        /* P^T */
-                    dpt[nt][e] = ok ? pe * (dpt[nt][e] - dl_s[tc]) : 0.0f; /* dS^T */
-                }
+            for (int e = 0; e < 4; e++) {
+                int key = e < 2 ? k0 : k1, tc = nt * 8 + 2 * tq + (e & 1);
+                bool ok = full || swa_sees(t0 + tc, key, T, p.W, p.S);
+                float pe = ok ? swa_exp(st[nt][e] * p.scale - cl[e & 1]) : 0.0f;
+                st[nt][e] = pe;                                        /* P^T */
+                dpt[nt][e] = ok ? pe * (dpt[nt][e] - cd[e & 1]) : 0.0f; /* dS^T */
             }
+        }
+        SWA_UNROLL
+        for (int kk = 0; kk < 4; kk++) { /* over the tile's queries */
+            uint32_t ap[4], ads[4];
+            swa_frag_a_from_c(ap, st[2 * kk], st[2 * kk + 1]);
+            swa_frag_a_from_c(ads, dpt[2 * kk], dpt[2 * kk + 1]);
             SWA_UNROLL
-            for (int kk = 0; kk < 4; kk++) { /* over the tile's queries */
-                uint32_t ap[4], ads[4];
-                swa_frag_a_from_c(ap, st[2 * kk], st[2 * kk + 1]);
-                swa_frag_a_from_c(ads, dpt[2 * kk], dpt[2 * kk + 1]);
-                SWA_UNROLL
-                for (int nd = 0; nd < D / 8; nd++) {
-                    uint32_t bb[2];
-                    swa_frag_b(bb, Ot, L::LDT, nd * 8, kk * 16, g, tq);
-                    swa_mma(dv[nd], ap, bb);
-                    swa_frag_b(bb, Qt, L::LDT, nd * 8, kk * 16, g, tq);
-                    swa_mma(dk[nd], ads, bb);
-                }
+            for (int np = 0; np < D / 16; np++) {
+                uint32_t b0[2], b1[2];
+                swa_lds_b2_t(b0, b1, Os, L::LD, kk * 16, np * 16, lane);
+                swa_mma(dv[2 * np], ap, b0);
+                swa_mma(dv[2 * np + 1], ap, b1);
+                swa_lds_b2_t(b0, b1, Qs, L::LD, kk * 16, np * 16, lane);
+                swa_mma(dk[2 * np], ads, b0);
+                swa_mma(dk[2 * np + 1], ads, b1);
             }
         }
     }

@@ -51,6 +51,7 @@ struct emu_warp {
     emu_barrier bar{32};
     float f[32];
     uint32_t a[32][4], b[32][2];
+    const kern_bf16 *rows[32];
 };
 struct emu_block {
     emu_barrier bar{EMU_THREADS};
@@ -90,6 +91,25 @@ static inline void swa_mma(float c[4], const uint32_t a[4], const uint32_t b[2])
     }
     w.bar.wait();
 }
+/* ldmatrix x4: lane l gives the address of row l % 8 of matrix l / 8; register i of lane l gets
+ * row l/4, columns 2(l%4), +1 of matrix i, or with .trans those of its transpose: rows 2(l%4), +1
+ * of column l/4 */
+static inline void emu_ldsm(uint32_t r[4], const kern_bf16 *p, bool trans) {
+    emu_warp &w = emu_blk->warps[emu_wid];
+    if ((uintptr_t)p % 16) abort();
+    w.rows[emu_lane] = p;
+    w.bar.wait();
+    int g = emu_lane / 4, tq = emu_lane % 4;
+    for (int i = 0; i < 4; i++) {
+        kern_bf16 lo, hi;
+        if (!trans) lo = w.rows[8 * i + g][2 * tq], hi = w.rows[8 * i + g][2 * tq + 1];
+        else lo = w.rows[8 * i + 2 * tq][g], hi = w.rows[8 * i + 2 * tq + 1][g];
+        r[i] = (uint32_t)lo | (uint32_t)hi << 16;
+    }
+    w.bar.wait();
+}
+static inline void swa_ldsm(uint32_t r[4], const kern_bf16 *p) { emu_ldsm(r, p, false); }
+static inline void swa_ldsm_t(uint32_t r[4], const kern_bf16 *p) { emu_ldsm(r, p, true); }
 static inline float swa_exp(float x) { return expf(x); }
 static inline float swa_log(float x) { return logf(x); }
 static inline float swa_bf(kern_bf16 h) { return xd_bf16_to_f32(h); }
@@ -193,6 +213,13 @@ static int check_tiles(void) {
                             if (sees_ref(t, j, W0, S0) && !seen[j / SWA_BT]) bad++;
                         }
                 }
+                for (int qt = 0; qt < nt; qt++) /* a tile pair passed as full needs no mask */
+                    for (int kt = 0; kt < nt; kt++) {
+                        if (!swa_tile_full(qt * SWA_BT, kt * SWA_BT, T, W, S)) continue;
+                        for (int t = qt * SWA_BT; t < (qt + 1) * SWA_BT; t++)
+                            for (int j = kt * SWA_BT; j < (kt + 1) * SWA_BT; j++)
+                                if (t >= T || !sees_ref(t, j, W0, S0)) bad++;
+                    }
                 for (int kt = 0; kt < nt; kt++) { /* dk, dv: every query of a key */
                     int qhi = swa_last_query_tile(kt, T, W, S);
                     if (qhi < kt || qhi >= nt) bad++;
