@@ -54,9 +54,9 @@ static __device__ __forceinline__ swa_ctx swa_here(void) {
     swa_ctx c = {(int)threadIdx.x, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, swa_smem_buf};
     return c;
 }
-template <int D> __global__ void __launch_bounds__(SWA_MMA_THREADS) swa_fwd_mma_kernel(swa_params p) { swa_fwd_mma<D>(p, swa_here()); }
-template <int D> __global__ void __launch_bounds__(SWA_MMA_THREADS) swa_dq_mma_kernel(swa_params p) { swa_dq_mma<D>(p, swa_here()); }
-template <int D> __global__ void __launch_bounds__(SWA_MMA_THREADS) swa_dkdv_mma_kernel(swa_params p) { swa_dkdv_mma<D>(p, swa_here()); }
+template <int D> __global__ void __launch_bounds__(SWA_THREADS) swa_fwd_mma_kernel(swa_params p) { swa_fwd_mma<D>(p, swa_here()); }
+template <int D> __global__ void __launch_bounds__(SWA_THREADS) swa_dq_mma_kernel(swa_params p) { swa_dq_mma<D>(p, swa_here()); }
+template <int D> __global__ void __launch_bounds__(SWA_THREADS) swa_dkdv_mma_kernel(swa_params p) { swa_dkdv_mma<D>(p, swa_here()); }
 template <int D> __global__ void __launch_bounds__(SWA_THREADS) swa_delta_kernel(swa_params p) { swa_delta<D>(p, swa_here()); }
 template <int D> __global__ void __launch_bounds__(SWA_THREADS) swa_fwd_simple_kernel(swa_params p) { swa_fwd_simple<D>(p, swa_here()); }
 template <int D> __global__ void __launch_bounds__(SWA_THREADS) swa_dq_simple_kernel(swa_params p) { swa_dq_simple<D>(p, swa_here()); }
@@ -92,33 +92,29 @@ static int swa_setup(const char *fn, swa_params *p, int B, int T, int H, int G, 
 }
 
 /* dynamic shared memory above 48 KiB needs the opt-in, per kernel */
-template <typename K>
-static int swa_launch(K kernel, dim3 grid, int threads, size_t smem, kern_cuda_stream s, const swa_params &p) {
+template <typename K> static int swa_launch(K kernel, dim3 grid, size_t smem, kern_cuda_stream s, const swa_params &p) {
     if (smem > 0) CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    kernel<<<grid, threads, smem, s>>>(p);
+    kernel<<<grid, SWA_THREADS, smem, s>>>(p);
     CUDA_TRY(cudaGetLastError());
     return 0;
 }
 
-static unsigned swa_blocks_of(int T) { return (unsigned)((T + SWA_BR - 1) / SWA_BR); }
+static unsigned swa_tiles_of(int T) { return (unsigned)((T + SWA_BT - 1) / SWA_BT); }
 static unsigned swa_quads_of(size_t rows) { return (unsigned)((rows + 3) / 4); }
 
 template <int D> static int swa_fwd_run(const swa_params &p, bool simple, kern_cuda_stream s) {
-    if (simple) return swa_launch(swa_fwd_simple_kernel<D>, dim3(swa_quads_of(p.T), p.H, p.B), SWA_THREADS, 0, s, p);
-    return swa_launch(swa_fwd_mma_kernel<D>, dim3(swa_blocks_of(p.T), p.H, p.B), SWA_MMA_THREADS, swa_smem<D>::fwd, s,
-                      p);
+    if (simple) return swa_launch(swa_fwd_simple_kernel<D>, dim3(swa_quads_of(p.T), p.H, p.B), 0, s, p);
+    return swa_launch(swa_fwd_mma_kernel<D>, dim3(swa_tiles_of(p.T), p.H, p.B), swa_smem<D>::fwd, s, p);
 }
 
 template <int D> static int swa_bwd_run(const swa_params &p, bool simple, kern_cuda_stream s) {
-    if (swa_launch(swa_delta_kernel<D>, dim3(swa_quads_of((size_t)p.B * p.T * p.H)), SWA_THREADS, 0, s, p)) return -1;
+    if (swa_launch(swa_delta_kernel<D>, dim3(swa_quads_of((size_t)p.B * p.T * p.H)), 0, s, p)) return -1;
     if (simple) {
-        if (swa_launch(swa_dq_simple_kernel<D>, dim3(swa_quads_of(p.T), p.H, p.B), SWA_THREADS, 0, s, p)) return -1;
-        return swa_launch(swa_dkdv_simple_kernel<D>, dim3(swa_quads_of(p.T), p.G, p.B), SWA_THREADS, 0, s, p);
+        if (swa_launch(swa_dq_simple_kernel<D>, dim3(swa_quads_of(p.T), p.H, p.B), 0, s, p)) return -1;
+        return swa_launch(swa_dkdv_simple_kernel<D>, dim3(swa_quads_of(p.T), p.G, p.B), 0, s, p);
     }
-    if (swa_launch(swa_dq_mma_kernel<D>, dim3(swa_blocks_of(p.T), p.H, p.B), SWA_MMA_THREADS, swa_smem<D>::dq, s, p))
-        return -1;
-    return swa_launch(swa_dkdv_mma_kernel<D>, dim3(swa_blocks_of(p.T) * p.G * p.B), SWA_MMA_THREADS,
-                      swa_smem<D>::dkdv, s, p);
+    if (swa_launch(swa_dq_mma_kernel<D>, dim3(swa_tiles_of(p.T), p.H, p.B), swa_smem<D>::dq, s, p)) return -1;
+    return swa_launch(swa_dkdv_mma_kernel<D>, dim3(swa_tiles_of(p.T) * p.G * p.B), swa_smem<D>::dkdv, s, p);
 }
 
 static int swa_fwd(const char *fn, bool simple, kern_bf16 *out, float *lse, const kern_bf16 *q, const kern_bf16 *k,

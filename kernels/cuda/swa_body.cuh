@@ -19,15 +19,12 @@
  *
  * Semantics are kernels/swa.h's: query t sees keys j <= t with j < S or j >= t - W + 1, scale
  * 1/sqrt(d), query head h reads kv head h / (H/G); a batch is B sequences one after another.
- * The plain kernels and swa_delta run blocks of SWA_THREADS threads, the tensor-core ones of
- * SWA_MMA_THREADS. */
+ * Every kernel runs blocks of SWA_THREADS threads. */
 #ifndef XD_CUDA_SWA_BODY_CUH
 #define XD_CUDA_SWA_BODY_CUH
 
-#define SWA_THREADS 128     /* plain kernels: 4 warps */
-#define SWA_MMA_THREADS 256 /* tensor-core kernels: 8 warps of 16 rows each */
-#define SWA_BR 128          /* rows a tensor-core block owns: queries (forward, dq), keys (dk, dv) */
-#define SWA_BT 64           /* rows of the tiles it streams: keys (forward, dq), queries (dk, dv) */
+#define SWA_THREADS 128 /* 4 warps */
+#define SWA_BT 64       /* queries and keys per tile; each warp owns 16 rows of a tile */
 
 struct swa_params {
     kern_bf16 *out, *dq, *dk, *dv;
@@ -51,14 +48,14 @@ SWA_FN int swa_imax(int a, int b) { return a > b ? a : b; }
 /* query t sees key j; t < T implies j < T */
 SWA_FN bool swa_sees(int t, int j, int T, int W, int S) { return t < T && j <= t && (j < S || j > t - W); }
 
-/* The key tiles (of SWA_BT keys) of the queries t0..t0+SWA_BR-1, each once: the sink tiles below
- * the window, then the window's tiles (first query's window start to the last query). A key of both
- * kinds lies in one tile only; inside a tile the mask swa_sees decides, so each key counts once. */
+/* The key tiles of query tile qt, each once: the sink tiles below the window, then the window's
+ * tiles (first query's window start to the last query). A key of both kinds lies in one tile only;
+ * inside a tile the mask swa_sees decides, so each key counts once. */
 struct swa_tiles {
     int n_sink, lo, n;
 };
-SWA_FN swa_tiles swa_key_tiles(int t0, int T, int W, int S) {
-    int t1 = swa_imin(t0 + SWA_BR, T) - 1;
+SWA_FN swa_tiles swa_key_tiles(int qt, int T, int W, int S) {
+    int t0 = qt * SWA_BT, t1 = swa_imin(t0 + SWA_BT, T) - 1;
     int lo = swa_imax(0, t0 - W + 1) / SWA_BT, hi = t1 / SWA_BT;
     int sink = (S + SWA_BT - 1) / SWA_BT;
     swa_tiles r;
@@ -69,28 +66,27 @@ SWA_FN swa_tiles swa_key_tiles(int t0, int T, int W, int S) {
 }
 SWA_FN int swa_tile_at(swa_tiles r, int i) { return i < r.n_sink ? i : r.lo + i - r.n_sink; }
 
-/* The query tiles (of SWA_BT queries) that see the keys j0..j0+SWA_BR-1 are j0 / SWA_BT..this: up
- * to the last query whose window holds the last key, or every later query when a key is a sink. */
-SWA_FN int swa_last_query_tile(int j0, int T, int W, int S) {
-    int j1 = swa_imin(j0 + SWA_BR, T) - 1;
+/* The query tiles that see key tile kt are kt..this: up to the last query whose window holds the
+ * tile's last key, or every later query when the tile holds a sink. */
+SWA_FN int swa_last_query_tile(int kt, int T, int W, int S) {
+    int j0 = kt * SWA_BT, j1 = swa_imin(j0 + SWA_BT, T) - 1;
     int tmax = j0 < S ? T - 1 : swa_imin(T - 1, j1 + W - 1);
     return tmax / SWA_BT;
 }
 
-/* Every query t0..t0+nq-1 sees every key j0..j0+nk-1 (the pair of tiles needs no mask): all the
- * queries exist, the last key precedes the first query, and the keys are sinks or in the last
- * query's window. */
-SWA_FN bool swa_tile_full(int t0, int nq, int j0, int nk, int T, int W, int S) {
-    return t0 + nq <= T && j0 + nk - 1 <= t0 && (j0 + nk <= S || j0 >= t0 + nq - W);
+/* Every query of tile t0.. sees every key of tile j0.. (the tile needs no mask): all its queries
+ * exist, its last key precedes its first query, and its keys are sinks or in the last query's window. */
+SWA_FN bool swa_tile_full(int t0, int j0, int T, int W, int S) {
+    return t0 + SWA_BT <= T && j0 + SWA_BT - 1 <= t0 && (j0 + SWA_BT <= S || j0 >= t0 + SWA_BT - W);
 }
 
-/* shared memory of the tensor-core kernels: [rows][D] tiles, row-major, rows padded by 8 bf16 (16
- * bytes) so that the 8 rows an ldmatrix reads fall in 8 different 16-byte bank groups */
+/* shared memory of the tensor-core kernels: [64][D] tiles, row-major, rows padded by 8 bf16 (16 bytes)
+ * so that the 8 rows an ldmatrix reads fall in 8 different 16-byte bank groups */
 template <int D> struct swa_smem {
-    static constexpr int LD = D + 8, TILE = SWA_BT * LD, BIG = SWA_BR * LD;
+    static constexpr int LD = D + 8, TILE = SWA_BT * LD;
     static constexpr size_t fwd = 2 * sizeof(kern_bf16) * (size_t)TILE;
     static constexpr size_t dq = 2 * sizeof(kern_bf16) * (size_t)TILE;
-    static constexpr size_t dkdv = sizeof(kern_bf16) * (size_t)(2 * BIG + 2 * TILE) + 2 * SWA_BT * sizeof(float);
+    static constexpr size_t dkdv = 4 * sizeof(kern_bf16) * (size_t)TILE + 2 * SWA_BT * sizeof(float);
 };
 
 /* ---- fragments, loaded by the whole warp with ldmatrix: lane l gives the address of row l % 8 of
@@ -148,27 +144,26 @@ SWA_FN void swa_frag_a_rows(uint32_t (&f)[D / 16][4], const kern_bf16 *base, siz
 /* Load the next tile into registers while this one is computed on: for d = 64 only, d = 128 would
  * spill (the loads then go straight before the store to shared memory). */
 template <int D> SWA_FN constexpr bool swa_prefetch() { return D <= 64; }
-/* this thread's 16-byte pieces of a tile of ROWS rows, in registers */
-template <int D, int ROWS> struct swa_stage {
-    static constexpr int N = ROWS * D / 8 / SWA_MMA_THREADS;
-    uint32_t w[N][4];
+/* this thread's D/16 16-byte pieces of one tile, in registers */
+template <int D> struct swa_stage {
+    uint32_t w[D / 16][4];
 };
-/* rows j0..j0+ROWS-1 of a global [T, ld] matrix (D columns from base); rows >= T zero, so that
- * masked products (P = 0) never meet garbage. Piece v = tid + SWA_MMA_THREADS i is row v / (D/8),
- * 16-byte column v % (D/8): a warp reads whole rows. */
-template <int D, int ROWS>
-SWA_FN void swa_fetch(swa_stage<D, ROWS> &st, const kern_bf16 *base, size_t ld, int j0, int T, int tid) {
+/* rows j0..j0+63 of a global [T, ld] matrix (D columns from base); rows >= T zero, so that masked
+ * products (P = 0) never meet garbage. Piece v = tid + 128 i is row v / (D/8), 16-byte column
+ * v % (D/8): a warp reads whole rows. */
+template <int D>
+SWA_FN void swa_fetch(swa_stage<D> &st, const kern_bf16 *base, size_t ld, int j0, int T, int tid) {
     SWA_UNROLL
-    for (int i = 0; i < swa_stage<D, ROWS>::N; i++) {
-        int v = tid + SWA_MMA_THREADS * i, r = v / (D / 8), c = (v % (D / 8)) * 8;
+    for (int i = 0; i < D / 16; i++) {
+        int v = tid + SWA_THREADS * i, r = v / (D / 8), c = (v % (D / 8)) * 8;
         st.w[i][0] = st.w[i][1] = st.w[i][2] = st.w[i][3] = 0u;
         if (j0 + r < T) swa_ld16(st.w[i], base + (size_t)(j0 + r) * ld + c);
     }
 }
-template <int D, int ROWS> SWA_FN void swa_stash(kern_bf16 *s, const swa_stage<D, ROWS> &st, int tid) {
+template <int D> SWA_FN void swa_stash(kern_bf16 *s, const swa_stage<D> &st, int tid) {
     SWA_UNROLL
-    for (int i = 0; i < swa_stage<D, ROWS>::N; i++) {
-        int v = tid + SWA_MMA_THREADS * i, r = v / (D / 8), c = (v % (D / 8)) * 8;
+    for (int i = 0; i < D / 16; i++) {
+        int v = tid + SWA_THREADS * i, r = v / (D / 8), c = (v % (D / 8)) * 8;
         swa_st16(s + r * swa_smem<D>::LD + c, st.w[i]);
     }
 }
@@ -186,10 +181,10 @@ SWA_FN float swa_warp_sum(float x) {
     return x;
 }
 
-/* ---- tensor-core kernels: block = SWA_BR rows, 8 warps; thread (warp, lane) holds rows
+/* ---- tensor-core kernels: block = 64 rows x 4 warps; thread (warp, lane) holds rows
  * warp*16 + lane/4 and +8 of every 16 x 8 accumulator, columns 2*(lane%4) and +1 ---- */
 
-/* Forward, grid (ceil(T / SWA_BR), H, B): online softmax over the key tiles of swa_key_tiles. */
+/* Forward, grid (query tiles, H, B): online softmax over the key tiles of swa_key_tiles. */
 template <int D> SWA_FN void swa_fwd_mma(const swa_params &p, swa_ctx c) {
     typedef swa_smem<D> L;
     kern_bf16 *Ks = (kern_bf16 *)c.smem, *Vs = Ks + L::TILE;
@@ -199,7 +194,7 @@ template <int D> SWA_FN void swa_fwd_mma(const swa_params &p, swa_ctx c) {
     const kern_bf16 *qb = p.q + (size_t)b * T * qs + (size_t)h * D;
     const kern_bf16 *kb = p.k + (size_t)b * T * ks + (size_t)kvh * D;
     const kern_bf16 *vb = p.v + (size_t)b * T * ks + (size_t)kvh * D;
-    const int t0 = qt * SWA_BR, r0 = t0 + warp * 16 + g, r1 = r0 + 8;
+    const int t0 = qt * SWA_BT, r0 = t0 + warp * 16 + g, r1 = r0 + 8;
 
     uint32_t qf[D / 16][4];
     swa_frag_a_rows<D>(qf, qb, qs, r0, r1, T, tq);
@@ -208,8 +203,8 @@ template <int D> SWA_FN void swa_fwd_mma(const swa_params &p, swa_ctx c) {
     for (int nd = 0; nd < D / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-    const swa_tiles kl = swa_key_tiles(t0, T, p.W, p.S);
-    swa_stage<D, SWA_BT> nk, nv;
+    const swa_tiles kl = swa_key_tiles(qt, T, p.W, p.S);
+    swa_stage<D> nk, nv;
     auto fetch = [&](int i) {
         swa_fetch<D>(nk, kb, ks, swa_tile_at(kl, i) * SWA_BT, T, c.tid);
         swa_fetch<D>(nv, vb, ks, swa_tile_at(kl, i) * SWA_BT, T, c.tid);
@@ -241,7 +236,7 @@ template <int D> SWA_FN void swa_fwd_mma(const swa_params &p, swa_ctx c) {
         for (int nt = 0; nt < 8; nt++)
             SWA_UNROLL
             for (int e = 0; e < 4; e++) s[nt][e] *= p.scale;
-        if (!swa_tile_full(t0, SWA_BR, j0, SWA_BT, T, p.W, p.S)) {
+        if (!swa_tile_full(t0, j0, T, p.W, p.S)) {
             SWA_UNROLL
             for (int nt = 0; nt < 8; nt++)
                 SWA_UNROLL
@@ -329,7 +324,7 @@ SWA_FN void swa_p_ds(float (&s)[8][4], float (&dp)[8][4], const float lse[2], co
     }
 }
 
-/* dq, grid (ceil(T / SWA_BR), H, B): recompute P from lse, dS = P (dP - delta), dq = scale dS K over
+/* dq, grid (query tiles, H, B): recompute P from lse, dS = P (dP - delta), dq = scale dS K over
  * the same key tiles as the forward. Writes dq. */
 template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
     typedef swa_smem<D> L;
@@ -341,7 +336,7 @@ template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
     const kern_bf16 *dob = p.dout + (size_t)b * T * qs + (size_t)h * D;
     const kern_bf16 *kb = p.k + (size_t)b * T * ks + (size_t)kvh * D;
     const kern_bf16 *vb = p.v + (size_t)b * T * ks + (size_t)kvh * D;
-    const int t0 = qt * SWA_BR, r0 = t0 + warp * 16 + g, r1 = r0 + 8;
+    const int t0 = qt * SWA_BT, r0 = t0 + warp * 16 + g, r1 = r0 + 8;
 
     uint32_t qf[D / 16][4], df[D / 16][4];
     swa_frag_a_rows<D>(qf, qb, qs, r0, r1, T, tq);
@@ -358,8 +353,8 @@ template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
     SWA_UNROLL
     for (int nd = 0; nd < D / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
 
-    const swa_tiles kl = swa_key_tiles(t0, T, p.W, p.S);
-    swa_stage<D, SWA_BT> nk, nv;
+    const swa_tiles kl = swa_key_tiles(qt, T, p.W, p.S);
+    swa_stage<D> nk, nv;
     auto fetch = [&](int i) {
         swa_fetch<D>(nk, kb, ks, swa_tile_at(kl, i) * SWA_BT, T, c.tid);
         swa_fetch<D>(nv, vb, ks, swa_tile_at(kl, i) * SWA_BT, T, c.tid);
@@ -394,7 +389,7 @@ template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
         }
         auto row = [&](int, int e) { return e < 2 ? r0 : r1; };
         auto col = [&](int nt, int e) { return j0 + nt * 8 + 2 * tq + (e & 1); };
-        if (swa_tile_full(t0, SWA_BR, j0, SWA_BT, T, p.W, p.S)) swa_p_ds<false>(s, dp, lse, dl, p, row, col);
+        if (swa_tile_full(t0, j0, T, p.W, p.S)) swa_p_ds<false>(s, dp, lse, dl, p, row, col);
         else swa_p_ds<true>(s, dp, lse, dl, p, row, col);
         SWA_UNROLL
         for (int kk = 0; kk < 4; kk++) { /* dq += dS K */
@@ -428,7 +423,7 @@ template <int D> SWA_FN void swa_dq_mma(const swa_params &p, swa_ctx c) {
  * slowest, so the sink tiles, which see every later query and run longest, start first. */
 template <int D> SWA_FN void swa_dkdv_mma(const swa_params &p, swa_ctx c) {
     typedef swa_smem<D> L;
-    kern_bf16 *Ks = (kern_bf16 *)c.smem, *Vs = Ks + L::BIG, *Qs = Vs + L::BIG, *Os = Qs + L::TILE;
+    kern_bf16 *Ks = (kern_bf16 *)c.smem, *Vs = Ks + L::TILE, *Qs = Vs + L::TILE, *Os = Qs + L::TILE;
     float *lse_s = (float *)(Os + L::TILE), *dl_s = lse_s + SWA_BT;
     const int T = p.T, H = p.H, G = p.G, group = H / G;
     const int kt = c.bx / (G * p.B), kvh = c.bx % (G * p.B) % G, b = c.bx % (G * p.B) / G;
@@ -436,10 +431,10 @@ template <int D> SWA_FN void swa_dkdv_mma(const swa_params &p, swa_ctx c) {
     const size_t qs = (size_t)H * D, ks = (size_t)G * D;
     const kern_bf16 *kb = p.k + (size_t)b * T * ks + (size_t)kvh * D;
     const kern_bf16 *vb = p.v + (size_t)b * T * ks + (size_t)kvh * D;
-    const int j0 = kt * SWA_BR, k0 = j0 + warp * 16 + g, k1 = k0 + 8; /* this thread's key rows */
+    const int j0 = kt * SWA_BT, k0 = j0 + warp * 16 + g, k1 = k0 + 8; /* this thread's key rows */
 
     {
-        swa_stage<D, SWA_BR> st;
+        swa_stage<D> st;
         swa_fetch<D>(st, kb, ks, j0, T, c.tid);
         swa_stash<D>(Ks, st, c.tid); /* read after the loop's first sync */
         swa_fetch<D>(st, vb, ks, j0, T, c.tid);
@@ -451,12 +446,12 @@ template <int D> SWA_FN void swa_dkdv_mma(const swa_params &p, swa_ctx c) {
         SWA_UNROLL
         for (int e = 0; e < 4; e++) dk[nd][e] = dv[nd][e] = 0.0f;
 
-    /* iteration it: query head kvh * group + it / nq, query tile qt0 + it % nq */
-    const int qt0 = j0 / SWA_BT, nq = swa_last_query_tile(j0, T, p.W, p.S) - qt0 + 1, n = group * nq;
-    swa_stage<D, SWA_BT> nqs, nos;
+    /* iteration it: query head kvh * group + it / nq, query tile kt + it % nq */
+    const int nq = swa_last_query_tile(kt, T, p.W, p.S) - kt + 1, n = group * nq;
+    swa_stage<D> nqs, nos;
     float nlse = 0.0f, ndl = 0.0f;
     auto fetch = [&](int it) {
-        const int h = kvh * group + it / nq, t0 = (qt0 + it % nq) * SWA_BT;
+        const int h = kvh * group + it / nq, t0 = (kt + it % nq) * SWA_BT;
         swa_fetch<D>(nqs, p.q + (size_t)b * T * qs + (size_t)h * D, qs, t0, T, c.tid);
         swa_fetch<D>(nos, p.dout + (size_t)b * T * qs + (size_t)h * D, qs, t0, T, c.tid);
         if (c.tid < SWA_BT) {
@@ -468,7 +463,7 @@ template <int D> SWA_FN void swa_dkdv_mma(const swa_params &p, swa_ctx c) {
     };
     if (swa_prefetch<D>()) fetch(0);
     for (int it = 0; it < n; it++) {
-        const int t0 = (qt0 + it % nq) * SWA_BT;
+        const int t0 = (kt + it % nq) * SWA_BT;
         swa_sync();
         if (!swa_prefetch<D>()) fetch(it);
         swa_stash<D>(Qs, nqs, c.tid);
@@ -499,7 +494,7 @@ template <int D> SWA_FN void swa_dkdv_mma(const swa_params &p, swa_ctx c) {
             }
         }
         /* per column (query) lse and delta: element e of n-tile nt is query column nt*8 + 2tq + (e&1) */
-        const bool full = swa_tile_full(t0, SWA_BT, j0, SWA_BR, T, p.W, p.S);
+        const bool full = swa_tile_full(t0, j0, T, p.W, p.S);
         SWA_UNROLL
         for (int nt = 0; nt < 8; nt++) {
             float cl[2] = {lse_s[nt * 8 + 2 * tq], lse_s[nt * 8 + 2 * tq + 1]};

@@ -1,5 +1,5 @@
 /* The SWA kernels of kernels/cuda/swa_body.cuh run on the host: every CUDA thread a fiber,
- * __syncthreads a barrier of the block's threads, shuffles and mma.sync exchanges through the warp's 32
+ * __syncthreads a barrier of the block's 128, shuffles and mma.sync exchanges through the warp's 32
  * (mma with the PTX ISA's m16n8k16 fragment layouts). Checks the tile lists exhaustively against
  * the key-set definition, then both kernel families, forward and backward, against the CPU
  * reference on small edge-case shapes. Needs no GPU: CI runs it as a ctest. What it cannot see:
@@ -23,7 +23,7 @@ extern "C" { /* the CPU reference is C */
 
 /* CUDA threads as fibers (ucontext) on one host thread, switched at barriers only: OS threads
  * would spend minutes in futex wake-ups at one barrier per shuffle. */
-#define EMU_THREADS 256 /* the most a launch has (SWA_MMA_THREADS), checked below */
+#define EMU_THREADS 128 /* SWA_THREADS, checked below */
 struct emu_fiber {
     ucontext_t ctx;
     bool done;
@@ -36,7 +36,7 @@ static unsigned long emu_progress; /* barrier arrivals and finished fibers: a ro
 struct emu_barrier {
     int n, count = 0;
     unsigned gen = 0;
-    explicit emu_barrier(int n_ = 32) : n(n_) {}
+    explicit emu_barrier(int n_) : n(n_) {}
     void wait() {
         unsigned mine = gen;
         emu_progress++;
@@ -54,9 +54,8 @@ struct emu_warp {
     const kern_bf16 *rows[32];
 };
 struct emu_block {
-    emu_barrier bar;
+    emu_barrier bar{EMU_THREADS};
     emu_warp warps[EMU_THREADS / 32];
-    explicit emu_block(int threads) : bar(threads) {}
 };
 static emu_block *emu_blk;
 
@@ -136,7 +135,7 @@ static inline void swa_st16(kern_bf16 *p, const uint32_t w[4]) {
 }
 
 #include "kernels/cuda/swa_body.cuh"
-static_assert(EMU_THREADS >= SWA_MMA_THREADS && EMU_THREADS >= SWA_THREADS, "a fiber per CUDA thread");
+static_assert(EMU_THREADS == SWA_THREADS, "one fiber per CUDA thread");
 
 /* Runs body over the grid, one block at a time, its threads as fibers taking turns. Shared memory
  * starts as 0xff bytes (bf16 NaN), so a read of a slot no thread wrote poisons the result. */
@@ -150,7 +149,7 @@ static void emu_entry(void) {
     emu_progress++;
 } /* returns to uc_link = emu_main */
 
-template <typename F> static void emu_launch(int gx, int gy, int gz, int threads, size_t smem, F body) {
+template <typename F> static void emu_launch(int gx, int gy, int gz, size_t smem, F body) {
     static std::vector<char> stacks((size_t)EMU_THREADS << 18); /* 256 KiB each */
     size_t bytes = (smem + 15) / 16 * 16 + 16;
     unsigned char *buf = (unsigned char *)aligned_alloc(16, bytes);
@@ -159,10 +158,10 @@ template <typename F> static void emu_launch(int gx, int gy, int gz, int threads
         for (int by = 0; by < gy; by++)
             for (int bx = 0; bx < gx; bx++) {
                 memset(buf, 0xff, bytes);
-                emu_block blk(threads);
+                emu_block blk;
                 emu_blk = &blk;
                 emu_block_ctx = swa_ctx{0, bx, by, bz, buf};
-                for (int t = 0; t < threads; t++) {
+                for (int t = 0; t < EMU_THREADS; t++) {
                     emu_fiber &f = emu_fibers[t];
                     getcontext(&f.ctx);
                     f.ctx.uc_stack.ss_sp = stacks.data() + ((size_t)t << 18);
@@ -171,9 +170,9 @@ template <typename F> static void emu_launch(int gx, int gy, int gz, int threads
                     makecontext(&f.ctx, emu_entry, 0);
                     f.done = false;
                 }
-                for (int left = threads; left > 0;) {
+                for (int left = EMU_THREADS; left > 0;) {
                     unsigned long before = emu_progress;
-                    for (int t = 0; t < threads; t++) {
+                    for (int t = 0; t < EMU_THREADS; t++) {
                         if (emu_fibers[t].done) continue;
                         emu_tid_now = t, emu_lane = t % 32, emu_wid = t / 32;
                         swapcontext(&emu_main, &emu_fibers[t].ctx);
@@ -201,38 +200,32 @@ static int check_tiles(void) {
         for (int W0 : Ws)
             for (int S0 : Ss) {
                 int W = std::min(W0, T), S = std::min(S0, T), nt = (T + SWA_BT - 1) / SWA_BT;
-                int nr = (T + SWA_BR - 1) / SWA_BR;
-                for (int qb = 0; qb < nr; qb++) { /* forward and dq: every key of a query once */
-                    swa_tiles kl = swa_key_tiles(qb * SWA_BR, T, W, S);
+                for (int qt = 0; qt < nt; qt++) { /* forward and dq: every key of a query once */
+                    swa_tiles kl = swa_key_tiles(qt, T, W, S);
                     std::vector<int> seen(nt, 0);
                     for (int i = 0; i < kl.n; i++) {
                         int kt = swa_tile_at(kl, i);
                         if (kt < 0 || kt >= nt || seen[kt]++) bad++;
                     }
-                    for (int t = qb * SWA_BR; t < std::min(T, (qb + 1) * SWA_BR); t++)
+                    for (int t = qt * SWA_BT; t < std::min(T, (qt + 1) * SWA_BT); t++)
                         for (int j = 0; j < T; j++) {
                             if (swa_sees(t, j, T, W, S) != sees_ref(t, j, W0, S0)) bad++;
                             if (sees_ref(t, j, W0, S0) && !seen[j / SWA_BT]) bad++;
                         }
                 }
-                for (int kb = 0; kb < nr; kb++) { /* dk, dv: every query of a key */
-                    int qlo = kb * SWA_BR / SWA_BT, qhi = swa_last_query_tile(kb * SWA_BR, T, W, S);
-                    if (qhi < qlo || qhi >= nt) bad++;
-                    for (int j = kb * SWA_BR; j < std::min(T, (kb + 1) * SWA_BR); j++)
+                for (int qt = 0; qt < nt; qt++) /* a tile pair passed as full needs no mask */
+                    for (int kt = 0; kt < nt; kt++) {
+                        if (!swa_tile_full(qt * SWA_BT, kt * SWA_BT, T, W, S)) continue;
+                        for (int t = qt * SWA_BT; t < (qt + 1) * SWA_BT; t++)
+                            for (int j = kt * SWA_BT; j < (kt + 1) * SWA_BT; j++)
+                                if (t >= T || !sees_ref(t, j, W0, S0)) bad++;
+                    }
+                for (int kt = 0; kt < nt; kt++) { /* dk, dv: every query of a key */
+                    int qhi = swa_last_query_tile(kt, T, W, S);
+                    if (qhi < kt || qhi >= nt) bad++;
+                    for (int j = kt * SWA_BT; j < std::min(T, (kt + 1) * SWA_BT); j++)
                         for (int t = 0; t < T; t++)
-                            if (sees_ref(t, j, W0, S0) && (t / SWA_BT < qlo || t / SWA_BT > qhi)) bad++;
-                }
-                /* a pair of tiles passed as full needs no mask: queries in blocks of SWA_BR against
-                 * keys in tiles of SWA_BT (forward, dq), and the other way round (dk, dv) */
-                for (int side = 0; side < 2; side++) {
-                    int nq = side ? SWA_BT : SWA_BR, nk = side ? SWA_BR : SWA_BT;
-                    for (int t0 = 0; t0 < T; t0 += nq)
-                        for (int j0 = 0; j0 < T; j0 += nk) {
-                            if (!swa_tile_full(t0, nq, j0, nk, T, W, S)) continue;
-                            for (int t = t0; t < t0 + nq; t++)
-                                for (int j = j0; j < j0 + nk; j++)
-                                    if (t >= T || !sees_ref(t, j, W0, S0)) bad++;
-                        }
+                            if (sees_ref(t, j, W0, S0) && (t / SWA_BT < kt || t / SWA_BT > qhi)) bad++;
                 }
                 if (bad) {
                     printf("tile lists wrong at T %d W %d S %d\n", T, W0, S0);
@@ -312,10 +305,10 @@ template <int D> static void run_case(const swa_shape &s, bool simple) {
     p.q = q.data(), p.k = k.data(), p.v = v.data(), p.dout = dout.data(), p.o = out.data();
     p.out = out.data(), p.lse_out = lse.data(), p.lse = lse.data(), p.delta = delta.data();
     p.dq = dq.data(), p.dk = dk.data(), p.dv = dv.data();
-    int blocks = (T + SWA_BR - 1) / SWA_BR, quads = (T + 3) / 4;
+    int tiles = (T + SWA_BT - 1) / SWA_BT, quads = (T + 3) / 4;
 
-    if (simple) emu_launch(quads, H, B, SWA_THREADS, 0, [&](swa_ctx c) { swa_fwd_simple<D>(p, c); });
-    else emu_launch(blocks, H, B, SWA_MMA_THREADS, swa_smem<D>::fwd, [&](swa_ctx c) { swa_fwd_mma<D>(p, c); });
+    if (simple) emu_launch(quads, H, B, 0, [&](swa_ctx c) { swa_fwd_simple<D>(p, c); });
+    else emu_launch(tiles, H, B, swa_smem<D>::fwd, [&](swa_ctx c) { swa_fwd_mma<D>(p, c); });
     const char *fam = simple ? "simple" : "mma";
     char name[32];
     snprintf(name, sizeof name, "%s fwd out", fam);
@@ -324,14 +317,13 @@ template <int D> static void run_case(const swa_shape &s, bool simple) {
     report(name, s, rel_err(lse, lse_ref), 1e-4);
 
     /* backward from this forward's out and lse, as a training step would run it */
-    emu_launch((int)((nl + 3) / 4), 1, 1, SWA_THREADS, 0, [&](swa_ctx c) { swa_delta<D>(p, c); });
+    emu_launch((int)((nl + 3) / 4), 1, 1, 0, [&](swa_ctx c) { swa_delta<D>(p, c); });
     if (simple) {
-        emu_launch(quads, H, B, SWA_THREADS, 0, [&](swa_ctx c) { swa_dq_simple<D>(p, c); });
-        emu_launch(quads, G, B, SWA_THREADS, 0, [&](swa_ctx c) { swa_dkdv_simple<D>(p, c); });
+        emu_launch(quads, H, B, 0, [&](swa_ctx c) { swa_dq_simple<D>(p, c); });
+        emu_launch(quads, G, B, 0, [&](swa_ctx c) { swa_dkdv_simple<D>(p, c); });
     } else {
-        emu_launch(blocks, H, B, SWA_MMA_THREADS, swa_smem<D>::dq, [&](swa_ctx c) { swa_dq_mma<D>(p, c); });
-        emu_launch(blocks * G * B, 1, 1, SWA_MMA_THREADS, swa_smem<D>::dkdv,
-                   [&](swa_ctx c) { swa_dkdv_mma<D>(p, c); });
+        emu_launch(tiles, H, B, swa_smem<D>::dq, [&](swa_ctx c) { swa_dq_mma<D>(p, c); });
+        emu_launch(tiles * G * B, 1, 1, swa_smem<D>::dkdv, [&](swa_ctx c) { swa_dkdv_mma<D>(p, c); });
     }
     snprintf(name, sizeof name, "%s bwd dq", fam);
     report(name, s, rel_err(widen(dq), dq_ref), 1e-2);
