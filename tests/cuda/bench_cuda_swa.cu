@@ -4,8 +4,8 @@
  * of the largest reference value, lse to 1e-4), the backward fed with the GPU forward's out and
  * lse as in training; the backward run twice must agree bit for bit. Then timed with CUDA events
  * (3 warm-ups, median of 20) at the design's shape and SmolLM2's, against a cuBLAS bf16 GEMM
- * measured here. Exit 1 on any mismatch. The harness for emu_cuda_swa's host emulation of the
- * same kernel bodies. --check-only: the small shapes' checks alone (for compute-sanitizer).
+ * measured here. Exit 1 on any mismatch. (emu_cuda_swa runs the same kernel bodies on the host,
+ * without a GPU.) --check-only: the small shapes' checks alone, for compute-sanitizer.
  *     build/tests/bench_cuda_swa [seed] [--check-only] */
 #include "kernels/cuda/cuda_ops.h"
 extern "C" { /* the CPU reference is C */
