@@ -54,6 +54,34 @@ int kern_cuda_mlstm_bwd(float *d_phi_q, float *d_phi_k, float *d_v, float *d_iti
                         const float *v, const float *itilde, const float *logf, int B, int T, int L, int dk, int dv,
                         float eps, kern_cuda_stream s);
 
+/* ---- sliding-window + sink attention (swa.cu) ---- */
+/* The attention of kernels/swa.h (query t sees keys j <= t with j < S or j >= t - W + 1, scale
+ * 1/sqrt(d), query head h reads kv head h / (H/G)) over a batch of B sequences laid out one after
+ * another: q, out, dq, dout [B, T, H*d]; k, v, dk, dv [B, T, G*d]; lse [B, T, H] (fp32). Head dim
+ * d = 64 or 128 (else -1); W >= T is full causal attention; bf16 tensors 16-byte aligned.
+ * Flash-attention style on tensor cores (mma.sync bf16, fp32 accumulation and softmax): blocks of
+ * 64 queries visit only their sink and window key tiles; no T x T matrix. */
+int kern_cuda_swa_fwd_bf16(kern_bf16 *out, float *lse, const kern_bf16 *q, const kern_bf16 *k,
+                           const kern_bf16 *v, int B, int T, int H, int G, int d, int W, int S,
+                           kern_cuda_stream s);
+/* Gradients from dout, given the forward's inputs, out and lse. WRITES (overwrites) dq, dk, dv,
+ * unlike kern_swa_bwd_f32, which adds. Deterministic: no atomics; dq from one pass per query tile,
+ * dk and dv from one pass per key tile summing over the query heads of its kv head. Allocates a
+ * B*T*H fp32 scratch on the stream (cudaMallocAsync) and frees it there. */
+int kern_cuda_swa_bwd_bf16(kern_bf16 *dq, kern_bf16 *dk, kern_bf16 *dv, const kern_bf16 *dout,
+                           const kern_bf16 *q, const kern_bf16 *k, const kern_bf16 *v,
+                           const kern_bf16 *out, const float *lse, int B, int T, int H, int G, int d,
+                           int W, int S, kern_cuda_stream s);
+/* The same, same arguments and results, as plain fp32 CUDA-core kernels (one warp per query or
+ * key row, keys listed one by one): much slower; a second opinion the harness checks as well. */
+int kern_cuda_swa_fwd_simple_bf16(kern_bf16 *out, float *lse, const kern_bf16 *q, const kern_bf16 *k,
+                                  const kern_bf16 *v, int B, int T, int H, int G, int d, int W,
+                                  int S, kern_cuda_stream s);
+int kern_cuda_swa_bwd_simple_bf16(kern_bf16 *dq, kern_bf16 *dk, kern_bf16 *dv,
+                                  const kern_bf16 *dout, const kern_bf16 *q, const kern_bf16 *k,
+                                  const kern_bf16 *v, const kern_bf16 *out, const float *lse, int B,
+                                  int T, int H, int G, int d, int W, int S, kern_cuda_stream s);
+
 #ifdef __cplusplus
 }
 #endif
