@@ -14,7 +14,7 @@
  * T = 1, d_itilde is 0 in exact arithmetic; cancellations elsewhere), where the GPU's noise and
  * the CPU's differ by small factors (seen on an H200); a real bug shows as O(1), and the cases
  * with T > 1 have cpu-f64 near 1e-6. */
-#include "kernels/cuda/cuda_ops.h"
+#include "bench_cuda.h"
 extern "C" { /* the CPU reference is C */
 #include "kernels/kernels.h"
 }
@@ -29,21 +29,6 @@ extern "C" { /* the CPU reference is C */
 #include <time.h>
 #include <vector>
 
-#define CHECK_CUDA(call)                                                                          \
-    do {                                                                                          \
-        cudaError_t err_ = (call);                                                                \
-        if (err_ != cudaSuccess) {                                                                \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
-#define CHECK_OP(call)                                                                            \
-    do {                                                                                          \
-        if ((call) != 0) {                                                                        \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, kern_cuda_last_error());          \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
 
 static uint64_t rng_state;
 static double urand(void) { /* xorshift, uniform in [0, 1) */
@@ -56,17 +41,6 @@ static double nrand(void) { /* Box-Muller */
 }
 static double logsigmoid(double x) { return x > 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
 
-template <typename T> static T *to_device(const std::vector<T> &h) {
-    T *d;
-    CHECK_CUDA(cudaMalloc(&d, sizeof(T) * std::max<size_t>(h.size(), 1)));
-    CHECK_CUDA(cudaMemcpy(d, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice));
-    return d;
-}
-template <typename T> static std::vector<T> to_host(const T *d, size_t n) {
-    std::vector<T> h(n);
-    CHECK_CUDA(cudaMemcpy(h.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
-    return h;
-}
 static float *dev_nan(size_t bytes) { /* filled with NaN: reads of unwritten memory show up */
     float *d;
     CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(bytes, 4)));
@@ -238,26 +212,6 @@ static void compare(const gpu_run &g, const inputs &x, int nseq, double eps) {
     check("d_logf", glf.data(), r.glf.data(), r.glf64.data(), glf.size());
 }
 
-template <typename F> static double median_us(F run) {
-    cudaEvent_t a, b;
-    CHECK_CUDA(cudaEventCreate(&a));
-    CHECK_CUDA(cudaEventCreate(&b));
-    for (int i = 0; i < 3; i++) run();
-    std::vector<float> t;
-    for (int i = 0; i < 20; i++) {
-        CHECK_CUDA(cudaEventRecord(a));
-        run();
-        CHECK_CUDA(cudaEventRecord(b));
-        CHECK_CUDA(cudaEventSynchronize(b));
-        float ms;
-        CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-        t.push_back(ms);
-    }
-    std::sort(t.begin(), t.end());
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    return 1000.0 * t[t.size() / 2];
-}
 
 /* The fp32 ceiling: 8 independent FMA chains per thread, all in registers. */
 __global__ void fma_peak_kernel(float *out, int iters, float a, float b) {

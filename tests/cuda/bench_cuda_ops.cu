@@ -3,7 +3,7 @@
  * events (3 warm-ups, median of 20) and set against the ceilings measured here: a large
  * device-to-device copy (GB/s) and a large cuBLAS bf16 GEMM (TFLOP/s). Exit 1 on a mismatch.
  *     build/tests/bench_cuda_ops [seed] */
-#include "kernels/cuda/cuda_ops.h"
+#include "bench_cuda.h"
 extern "C" { /* the CPU reference is C */
 #include "kernels/kernels.h"
 }
@@ -17,21 +17,6 @@ extern "C" { /* the CPU reference is C */
 #include <string.h>
 #include <vector>
 
-#define CHECK_CUDA(call)                                                                          \
-    do {                                                                                          \
-        cudaError_t err_ = (call);                                                                \
-        if (err_ != cudaSuccess) {                                                                \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
-#define CHECK_OP(call)                                                                            \
-    do {                                                                                          \
-        if ((call) != 0) {                                                                        \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, kern_cuda_last_error());          \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
 
 static uint64_t rng_state;
 static float frand(void) { /* xorshift, uniform in [-1, 1) */
@@ -41,17 +26,6 @@ static float frand(void) { /* xorshift, uniform in [-1, 1) */
 static uint16_t to_bf16(float f) { return xd_f32_to_bf16(f); }
 static float from_bf16(uint16_t h) { return xd_bf16_to_f32(h); }
 
-template <typename T> static T *to_device(const std::vector<T> &h) {
-    T *d;
-    CHECK_CUDA(cudaMalloc(&d, sizeof(T) * h.size()));
-    CHECK_CUDA(cudaMemcpy(d, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice));
-    return d;
-}
-template <typename T> static std::vector<T> to_host(const T *d, size_t n) {
-    std::vector<T> h(n);
-    CHECK_CUDA(cudaMemcpy(h.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
-    return h;
-}
 static std::vector<uint16_t> random_bf16(size_t n, float scale) {
     std::vector<uint16_t> v(n);
     for (auto &x : v) x = to_bf16(scale * frand());
@@ -71,26 +45,6 @@ static double rel_err(const std::vector<float> &got, const std::vector<float> &w
     return md / std::max(mw, 1e-30);
 }
 
-template <typename F> static double median_us(F run) {
-    cudaEvent_t a, b;
-    CHECK_CUDA(cudaEventCreate(&a));
-    CHECK_CUDA(cudaEventCreate(&b));
-    for (int i = 0; i < 3; i++) run();
-    std::vector<float> t;
-    for (int i = 0; i < 20; i++) {
-        CHECK_CUDA(cudaEventRecord(a));
-        run();
-        CHECK_CUDA(cudaEventRecord(b));
-        CHECK_CUDA(cudaEventSynchronize(b));
-        float ms;
-        CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-        t.push_back(ms);
-    }
-    std::sort(t.begin(), t.end());
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    return 1000.0 * t[t.size() / 2];
-}
 
 static int failures = 0;
 static double copy_gbs, gemm_tflops;

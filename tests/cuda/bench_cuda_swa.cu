@@ -7,7 +7,7 @@
  * measured here. Exit 1 on any mismatch. (emu_cuda_swa runs the same kernel bodies on the host,
  * without a GPU.) --check-only: the small shapes' checks alone, for compute-sanitizer.
  *     build/tests/bench_cuda_swa [seed] [--check-only] */
-#include "kernels/cuda/cuda_ops.h"
+#include "bench_cuda.h"
 extern "C" { /* the CPU reference is C */
 #include "kernels/kernels.h"
 }
@@ -22,43 +22,17 @@ extern "C" { /* the CPU reference is C */
 #include <time.h>
 #include <vector>
 
-#define CHECK_CUDA(call)                                                                          \
-    do {                                                                                          \
-        cudaError_t err_ = (call);                                                                \
-        if (err_ != cudaSuccess) {                                                                \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
-#define CHECK_OP(call)                                                                            \
-    do {                                                                                          \
-        if ((call) != 0) {                                                                        \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, kern_cuda_last_error());          \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
 
 static uint64_t rng_state;
 static float frand(void) { /* xorshift, uniform in [-1, 1) */
     rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
     return (float)((rng_state >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
 }
-template <typename T> static T *to_device(const std::vector<T> &h) {
-    T *d;
-    CHECK_CUDA(cudaMalloc(&d, sizeof(T) * h.size()));
-    CHECK_CUDA(cudaMemcpy(d, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice));
-    return d;
-}
 template <typename T> static T *device_nan(size_t n) { /* 0xff bytes: NaN as bf16 and as float */
     T *d;
     CHECK_CUDA(cudaMalloc(&d, sizeof(T) * n));
     CHECK_CUDA(cudaMemset(d, 0xff, sizeof(T) * n));
     return d;
-}
-template <typename T> static std::vector<T> to_host(const T *d, size_t n) {
-    std::vector<T> h(n);
-    CHECK_CUDA(cudaMemcpy(h.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
-    return h;
 }
 static std::vector<uint16_t> random_bf16(size_t n, float scale) {
     std::vector<uint16_t> v(n);
@@ -84,26 +58,6 @@ static double rel_err(const std::vector<float> &got, size_t offset, const std::v
     return md / std::max(mw, 1e-3);
 }
 
-template <typename F> static double median_us(F run) {
-    cudaEvent_t a, b;
-    CHECK_CUDA(cudaEventCreate(&a));
-    CHECK_CUDA(cudaEventCreate(&b));
-    for (int i = 0; i < 3; i++) run();
-    std::vector<float> t;
-    for (int i = 0; i < 20; i++) {
-        CHECK_CUDA(cudaEventRecord(a));
-        run();
-        CHECK_CUDA(cudaEventRecord(b));
-        CHECK_CUDA(cudaEventSynchronize(b));
-        float ms;
-        CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-        t.push_back(ms);
-    }
-    std::sort(t.begin(), t.end());
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    return 1000.0 * t[t.size() / 2];
-}
 
 static int failures = 0, checks = 0;
 static double gemm_tflops;
