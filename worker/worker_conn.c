@@ -322,6 +322,9 @@ static void reconnect_later(worker *w, const char *why) {
 static void on_heartbeat(uv_timer_t *t) {
     worker *w = t->data;
     if (!w->sock || w->exiting) return;
+    /* The monitor's ZMQ_FD is edge-triggered and an edge can be missed (seen under ASan: a
+       reconnection whose CONNECTED event sat unread for 20 s); read it once a period as well. */
+    if (w->mon_poll) on_monitor(w->mon_poll, 0, 0);
     double silent = xd_now() - w->last_rx;
     char why[128];
     if (w->coord_acks && silent > WORKER_SILENT_BEATS * w->heartbeat_ms / 1000.0) {
