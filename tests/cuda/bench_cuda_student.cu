@@ -59,7 +59,7 @@ static void report(const char *op, const char *shape, double err, double tol, do
     checks++;
     printf("%-22s %-26s err %.2e (tol %.0e) %-4s", op, shape, err, tol, ok ? "ok" : "FAIL");
     if (us > 0) printf(" %9.1f us", us);
-    if (bytes > 0) printf("  %7.1f GB/s", bytes / us / 1e3);
+    if (bytes > 0 && us > 0) printf("  %7.1f GB/s", bytes / us / 1e3);
     printf("\n");
 }
 
