@@ -108,6 +108,21 @@ int kern_cuda_feature_map_bwd_bf16(float *dx, float *dM, const float *dphi, cons
                                    const kern_bf16 *x, const float *M, int T, int H, int d,
                                    kern_cuda_stream s);
 
+/* Input and forget gates, as kern_gates_fwd_f32: itilde[t, h] = x[t, :] . w_i[:, h] + b_i[h],
+ * log_f[t, h] = logsigmoid(x[t, :] . w_f[:, h] + b_f[h]) (as -softplus(-z)); x [T, D] bf16,
+ * w_i, w_f [D, H], b_i, b_f [H], itilde, log_f [T, H] fp32; H <= 32 (else -1). One warp per
+ * (token, head), fp32 sums. */
+int kern_cuda_gates_fwd_bf16(float *itilde, float *log_f, const kern_bf16 *x, const float *w_i,
+                             const float *b_i, const float *w_f, const float *b_f, int T, int D,
+                             int H, kern_cuda_stream s);
+/* Backward, ADDING like kern_gates_bwd_f32 into dx [T, D] fp32, dw_i, dw_f [D, H], db_i, db_f [H],
+ * from ditilde, dlog_f and the forward's log_f. Deterministic: per-256-token partials of the
+ * weight and bias gradients (allocated on the stream, cudaMallocAsync) summed in order. */
+int kern_cuda_gates_bwd_bf16(float *dx, float *dw_i, float *db_i, float *dw_f, float *db_f,
+                             const float *ditilde, const float *dlog_f, const kern_bf16 *x,
+                             const float *log_f, const float *w_i, const float *w_f, int T, int D,
+                             int H, kern_cuda_stream s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -251,3 +251,161 @@ extern "C" int kern_cuda_feature_map_bwd_bf16(float *dx, float *dM, const float 
         return -1;
     }
 }
+
+/* ---- input and forget gates ---- */
+/* x [T, D] bf16, w_i, w_f [D, H] fp32, b_i, b_f [H], itilde, log_f [T, H] fp32; H <= 32. */
+
+#define GATE_CHUNK 256 /* tokens per backward block: one partial dw, db each */
+
+/* One warp per (token, head): the two dot products over D, then logsigmoid = -softplus(-z). */
+static __global__ void gates_fwd_kernel(float *__restrict__ itilde, float *__restrict__ log_f,
+                                        const kern_bf16 *__restrict__ x,
+                                        const float *__restrict__ w_i, const float *__restrict__ b_i,
+                                        const float *__restrict__ w_f, const float *__restrict__ b_f,
+                                        int T, int D, int H) {
+    int lane = threadIdx.x & 31;
+    size_t warps = (size_t)gridDim.x * (blockDim.x / 32);
+    for (size_t th = blockIdx.x * (size_t)(blockDim.x / 32) + (threadIdx.x >> 5); th < (size_t)T * H;
+         th += warps) {
+        int h = (int)(th % H);
+        const kern_bf16 *xr = x + (th / H) * (size_t)D;
+        float si = 0.0f, sf = 0.0f;
+        for (int i = lane; i < D; i += 32) {
+            float xv = bf(xr[i]);
+            si = fmaf(xv, w_i[(size_t)i * H + h], si);
+            sf = fmaf(xv, w_f[(size_t)i * H + h], sf);
+        }
+        si = warp_sum(si), sf = warp_sum(sf);
+        if (lane == 0) {
+            float z = sf + b_f[h];
+            itilde[th] = si + b_i[h];
+            log_f[th] = fminf(z, 0.0f) - log1pf(expf(-fabsf(z)));
+        }
+    }
+}
+
+/* d log_f / dz = sigmoid(-z) = -expm1(log_f), as the CPU reference. */
+static __device__ __forceinline__ float gate_gf(float dlogf, float logf) { return -dlogf * expm1f(logf); }
+
+/* dx[t, i] += sum_h w_i[i, h] gi[t, h] + w_f[i, h] gf[t, h]: one warp per token. */
+static __global__ void gates_bwd_dx_kernel(float *__restrict__ dx, const float *__restrict__ ditilde,
+                                           const float *__restrict__ dlog_f,
+                                           const float *__restrict__ log_f,
+                                           const float *__restrict__ w_i,
+                                           const float *__restrict__ w_f, int T, int D, int H) {
+    int lane = threadIdx.x & 31;
+    size_t warps = (size_t)gridDim.x * (blockDim.x / 32);
+    for (size_t t = blockIdx.x * (size_t)(blockDim.x / 32) + (threadIdx.x >> 5); t < (size_t)T; t += warps) {
+        float gi = 0.0f, gf = 0.0f;
+        if (lane < H) gi = ditilde[t * H + lane], gf = gate_gf(dlog_f[t * H + lane], log_f[t * H + lane]);
+        float *dxr = dx + t * D;
+        for (int i0 = 0; i0 < D; i0 += 32) { /* uniform over the warp, for the shuffles */
+            int i = i0 + lane;
+            bool in = i < D;
+            float s = 0.0f;
+            for (int h = 0; h < H; h++) {
+                float a = __shfl_sync(0xffffffffu, gi, h), b = __shfl_sync(0xffffffffu, gf, h);
+                if (in) s = fmaf(w_i[(size_t)i * H + h], a, s), s = fmaf(w_f[(size_t)i * H + h], b, s);
+            }
+            if (in) dxr[i] += s;
+        }
+    }
+}
+
+/* Block (chunk, i-tile): tokens [chunk * GATE_CHUNK, +GATE_CHUNK), columns i0 + lane of x;
+ * warp w owns heads w, w + 8, ... (<= 4 of them). Writes the chunk's partial [dw_i | dw_f |
+ * db_i | db_f] (db from the i-tile 0 blocks). */
+static __global__ void __launch_bounds__(256)
+gates_bwd_dw_kernel(float *__restrict__ part, const float *__restrict__ ditilde,
+                    const float *__restrict__ dlog_f, const float *__restrict__ log_f,
+                    const kern_bf16 *__restrict__ x, int T, int D, int H) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, i = blockIdx.y * 32 + lane;
+    int t_begin = blockIdx.x * GATE_CHUNK, t_end = min(T, t_begin + GATE_CHUNK);
+    float ai[4] = {0, 0, 0, 0}, af[4] = {0, 0, 0, 0}, si[4] = {0, 0, 0, 0}, sf[4] = {0, 0, 0, 0};
+    for (int t = t_begin; t < t_end; t++) {
+        float xv = i < D ? bf(x[(size_t)t * D + i]) : 0.0f;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            int h = warp + 8 * k;
+            if (h < H) {
+                size_t th = (size_t)t * H + h;
+                float gi = ditilde[th], gf = gate_gf(dlog_f[th], log_f[th]);
+                ai[k] = fmaf(xv, gi, ai[k]), af[k] = fmaf(xv, gf, af[k]);
+                si[k] += gi, sf[k] += gf;
+            }
+        }
+    }
+    size_t DH = (size_t)D * H;
+    float *pc = part + (size_t)blockIdx.x * (2 * DH + 2 * H);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        int h = warp + 8 * k;
+        if (h >= H) continue;
+        if (i < D) pc[(size_t)i * H + h] = ai[k], pc[DH + (size_t)i * H + h] = af[k];
+        if (blockIdx.y == 0 && lane == 0) pc[2 * DH + h] = si[k], pc[2 * DH + H + h] = sf[k];
+    }
+}
+
+/* dw_i, dw_f, db_i, db_f += the chunks' partials, summed in chunk order (deterministic). */
+static __global__ void gates_reduce_kernel(float *__restrict__ dw_i, float *__restrict__ dw_f,
+                                           float *__restrict__ db_i, float *__restrict__ db_f,
+                                           const float *__restrict__ part, int nch, size_t DH,
+                                           int H) {
+    size_t per = 2 * DH + 2 * (size_t)H;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < per;
+         e += (size_t)gridDim.x * blockDim.x) {
+        float s = 0.0f;
+        for (int c = 0; c < nch; c++) s += part[(size_t)c * per + e];
+        if (e < DH) dw_i[e] += s;
+        else if (e < 2 * DH) dw_f[e - DH] += s;
+        else if (e < 2 * DH + H) db_i[e - 2 * DH] += s;
+        else db_f[e - 2 * DH - H] += s;
+    }
+}
+
+static int gates_check(int T, int D, int H) {
+    if (T < 0 || D <= 0 || H <= 0 || H > 32) {
+        snprintf(kern_cuda_error_text, sizeof kern_cuda_error_text,
+                 "kern_cuda_gates: bad shape T %d D %d H %d (H <= 32)", T, D, H);
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" int kern_cuda_gates_fwd_bf16(float *itilde, float *log_f, const kern_bf16 *x,
+                                        const float *w_i, const float *b_i, const float *w_f,
+                                        const float *b_f, int T, int D, int H, kern_cuda_stream s) {
+    if (gates_check(T, D, H)) return -1;
+    if (!T) return 0;
+    size_t blocks = ((size_t)T * H + 7) / 8;
+    if (blocks > 65536) blocks = 65536;
+    gates_fwd_kernel<<<(unsigned)blocks, 256, 0, s>>>(itilde, log_f, x, w_i, b_i, w_f, b_f, T, D, H);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+extern "C" int kern_cuda_gates_bwd_bf16(float *dx, float *dw_i, float *db_i, float *dw_f,
+                                        float *db_f, const float *ditilde, const float *dlog_f,
+                                        const kern_bf16 *x, const float *log_f, const float *w_i,
+                                        const float *w_f, int T, int D, int H,
+                                        kern_cuda_stream s) {
+    if (gates_check(T, D, H)) return -1;
+    if (!T) return 0;
+    size_t blocks = ((size_t)T + 7) / 8;
+    if (blocks > 65536) blocks = 65536;
+    gates_bwd_dx_kernel<<<(unsigned)blocks, 256, 0, s>>>(dx, ditilde, dlog_f, log_f, w_i, w_f, T, D, H);
+    CUDA_TRY(cudaGetLastError());
+    int nch = (T + GATE_CHUNK - 1) / GATE_CHUNK;
+    size_t DH = (size_t)D * H, per = 2 * DH + 2 * (size_t)H;
+    float *part;
+    CUDA_TRY(cudaMallocAsync((void **)&part, sizeof(float) * per * nch, s));
+    gates_bwd_dw_kernel<<<dim3(nch, (D + 31) / 32), 256, 0, s>>>(part, ditilde, dlog_f, log_f, x, T, D, H);
+    cudaError_t err = cudaGetLastError();
+    if (err == cudaSuccess) {
+        gates_reduce_kernel<<<(unsigned)((per + 255) / 256), 256, 0, s>>>(dw_i, dw_f, db_i, db_f, part, nch, DH, H);
+        err = cudaGetLastError();
+    }
+    CUDA_TRY(cudaFreeAsync(part, s));
+    CUDA_TRY(err);
+    return 0;
+}
