@@ -82,6 +82,47 @@ int kern_cuda_swa_bwd_simple_bf16(kern_bf16 *dq, kern_bf16 *dk, kern_bf16 *dv,
                                   const kern_bf16 *v, const kern_bf16 *out, const float *lse, int B,
                                   int T, int H, int G, int d, int W, int S, kern_cuda_stream s);
 
+/* ---- RoPE, feature maps, gates (student.cu) ---- */
+/* Rotate-half RoPE in place, as kern_rope_f32 (HF layout: pairs (i, i + head_dim/2)): x [n, heads,
+ * head_dim] bf16, token t at row pos0 + t of the fp32 tables cos, sin [n_pos, head_dim/2] made on
+ * the host by kern_rope_tables_f32 (so any frequency scaling is whatever the tables hold).
+ * Arithmetic in fp32, one rounding to bf16 per element. Backward: the transposed rotation, in
+ * place, turning d(rotated) into d(input). */
+int kern_cuda_rope_bf16(kern_bf16 *x, int n, int heads, int head_dim, int pos0,
+                        const float *cos_table, const float *sin_table, kern_cuda_stream s);
+int kern_cuda_rope_backward_bf16(kern_bf16 *dx, int n, int heads, int head_dim, int pos0,
+                                 const float *cos_table, const float *sin_table,
+                                 kern_cuda_stream s);
+/* Hedgehog feature map of one layer, every head at once: phi[t, h*d:(h+1)*d] = softmax(x[t, h*d:
+ * (h+1)*d] M[h]) with x [T, H*d] bf16, M [H, d, d] fp32, phi [T, H*d] fp32; d in {32, 64, 96,
+ * 128} (else -1). fp32 throughout (x widened exactly). One warp per token row, M[h] in shared
+ * memory. */
+int kern_cuda_feature_map_fwd_bf16(float *phi, const kern_bf16 *x, const float *M, int T, int H,
+                                   int d, kern_cuda_stream s);
+/* Backward, ADDING like kern_feature_map_bwd_f32: dx [T, H*d] fp32 += dz M[h]^T and dM [H, d, d]
+ * += sum_t x^T dz, dz = phi (dphi - <dphi, phi>), from dphi, the forward's phi, x and M.
+ * Deterministic (no atomics): one fp32 partial dM per 256-token chunk and head, summed in chunk
+ * order by a second kernel; the partials [ceil(T/256), H, d, d] are allocated on the stream
+ * (cudaMallocAsync) and freed there. */
+int kern_cuda_feature_map_bwd_bf16(float *dx, float *dM, const float *dphi, const float *phi,
+                                   const kern_bf16 *x, const float *M, int T, int H, int d,
+                                   kern_cuda_stream s);
+
+/* Input and forget gates, as kern_gates_fwd_f32: itilde[t, h] = x[t, :] . w_i[:, h] + b_i[h],
+ * log_f[t, h] = logsigmoid(x[t, :] . w_f[:, h] + b_f[h]) (as -softplus(-z)); x [T, D] bf16,
+ * w_i, w_f [D, H], b_i, b_f [H], itilde, log_f [T, H] fp32; H <= 32 (else -1). One warp per
+ * (token, head), fp32 sums. */
+int kern_cuda_gates_fwd_bf16(float *itilde, float *log_f, const kern_bf16 *x, const float *w_i,
+                             const float *b_i, const float *w_f, const float *b_f, int T, int D,
+                             int H, kern_cuda_stream s);
+/* Backward, ADDING like kern_gates_bwd_f32 into dx [T, D] fp32, dw_i, dw_f [D, H], db_i, db_f [H],
+ * from ditilde, dlog_f and the forward's log_f. Deterministic: per-256-token partials of the
+ * weight and bias gradients (allocated on the stream, cudaMallocAsync) summed in order. */
+int kern_cuda_gates_bwd_bf16(float *dx, float *dw_i, float *db_i, float *dw_f, float *db_f,
+                             const float *ditilde, const float *dlog_f, const kern_bf16 *x,
+                             const float *log_f, const float *w_i, const float *w_f, int T, int D,
+                             int H, kern_cuda_stream s);
+
 #ifdef __cplusplus
 }
 #endif
