@@ -253,24 +253,30 @@ int worker_conn_open(worker *w, xd_err *e) {
         zmq_close(s);
         return -1;
     }
-    if (zmq_connect(s, w->coordinator) != 0) {
-        xd_fail(e, "cannot connect to %s: %s", w->coordinator, zmq_strerror(zmq_errno()));
-        zmq_close(s);
-        return -1;
-    }
+    /* The monitor before the connect: a connection made before it was attached would bring no
+       CONNECTED event, and the reconnection's would then be taken for the first (no hello). */
+    w->sock = s;
+    monitor_open(w);
     int fd = -1;
     size_t fdsz = sizeof fd;
-    uv_poll_t *p = calloc(1, sizeof *p);
-    if (!p || zmq_getsockopt(s, ZMQ_FD, &fd, &fdsz) != 0 || uv_poll_init(w->loop, p, fd) != 0) {
+    uv_poll_t *p = NULL;
+    if (zmq_connect(s, w->coordinator) != 0) {
+        xd_fail(e, "cannot connect to %s: %s", w->coordinator, zmq_strerror(zmq_errno()));
+    } else if (!(p = calloc(1, sizeof *p)) || zmq_getsockopt(s, ZMQ_FD, &fd, &fdsz) != 0 ||
+               uv_poll_init(w->loop, p, fd) != 0) {
         free(p);
+        p = NULL;
+        xd_fail(e, "cannot poll the socket");
+    }
+    if (!p) {
+        monitor_close(w);
         zmq_close(s);
-        return xd_fail(e, "cannot poll the socket");
+        w->sock = NULL;
+        return -1;
     }
     p->data = w;
     uv_poll_start(p, UV_READABLE, on_poll);
-    w->sock = s;
     w->poll = p;
-    monitor_open(w);
     w->connected = true;
     w->last_rx = xd_now();
     w->welcomes = 0;
@@ -322,8 +328,7 @@ static void reconnect_later(worker *w, const char *why) {
 static void on_heartbeat(uv_timer_t *t) {
     worker *w = t->data;
     if (!w->sock || w->exiting) return;
-    /* The monitor's ZMQ_FD is edge-triggered and an edge can be missed (seen under ASan: a
-       reconnection whose CONNECTED event sat unread for 20 s); read it once a period as well. */
+    /* the monitor's ZMQ_FD is edge-triggered: read it once a period too, so no event waits long */
     if (w->mon_poll) on_monitor(w->mon_poll, 0, 0);
     double silent = xd_now() - w->last_rx;
     char why[128];
