@@ -5,12 +5,17 @@
 #define XD_BENCH_CUDA_H
 
 #include "kernels/cuda/cuda_ops.h"
+extern "C" { /* bf16 conversions */
+#include "common/xd.h"
+}
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <vector>
 
 #define CHECK_CUDA(call)                                                                          \
@@ -28,6 +33,30 @@
             exit(2);                                                                              \
         }                                                                                         \
     } while (0)
+
+/* The harness's random numbers: xorshift from the seed given on the command line (else the
+ * clock), printed so a failing run can be repeated. */
+static uint64_t rng_state;
+static inline uint64_t bench_seed(int argc, char **argv) {
+    rng_state = argc > 1 ? strtoull(argv[1], NULL, 10) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
+    if (!rng_state) rng_state = 1;
+    return rng_state;
+}
+static inline double urand(void) { /* uniform in [0, 1) */
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) * 0x1.0p-53;
+}
+static inline float frand(void) { return (float)urand() * 2.0f - 1.0f; } /* uniform in [-1, 1) */
+static inline std::vector<uint16_t> random_bf16(size_t n, float scale) {
+    std::vector<uint16_t> v(n);
+    for (auto &x : v) x = xd_f32_to_bf16(scale * frand());
+    return v;
+}
+static inline std::vector<float> widen(const std::vector<uint16_t> &v) {
+    std::vector<float> w(v.size());
+    for (size_t i = 0; i < v.size(); i++) w[i] = xd_bf16_to_f32(v[i]);
+    return w;
+}
 
 template <typename T> static T *to_device(const std::vector<T> &h) {
     T *d;

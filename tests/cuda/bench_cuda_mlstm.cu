@@ -30,11 +30,6 @@ extern "C" { /* the CPU reference is C */
 #include <vector>
 
 
-static uint64_t rng_state;
-static double urand(void) { /* xorshift, uniform in [0, 1) */
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) * 0x1.0p-53;
-}
 static double nrand(void) { /* Box-Muller */
     double u = urand(), w = urand();
     return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * w);
@@ -307,8 +302,7 @@ static void bench(const char *name, int B, int T, int L, int dk, int dv, double 
 }
 
 int main(int argc, char **argv) {
-    rng_state = argc > 1 ? strtoull(argv[1], NULL, 10) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
-    if (!rng_state) rng_state = 1;
+    bench_seed(argc, argv);
     cudaDeviceProp prop;
     CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, %.0f MB L2; seed %llu\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6,

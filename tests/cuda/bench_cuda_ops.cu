@@ -18,24 +18,7 @@ extern "C" { /* the CPU reference is C */
 #include <vector>
 
 
-static uint64_t rng_state;
-static float frand(void) { /* xorshift, uniform in [-1, 1) */
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
-}
-static uint16_t to_bf16(float f) { return xd_f32_to_bf16(f); }
-static float from_bf16(uint16_t h) { return xd_bf16_to_f32(h); }
 
-static std::vector<uint16_t> random_bf16(size_t n, float scale) {
-    std::vector<uint16_t> v(n);
-    for (auto &x : v) x = to_bf16(scale * frand());
-    return v;
-}
-static std::vector<float> widen(const std::vector<uint16_t> &v) {
-    std::vector<float> w(v.size());
-    for (size_t i = 0; i < v.size(); i++) w[i] = from_bf16(v[i]);
-    return w;
-}
 static double rel_err(const std::vector<float> &got, const std::vector<float> &want) {
     double md = 0, mw = 0;
     for (size_t i = 0; i < got.size(); i++) {
@@ -59,8 +42,7 @@ static void report(const char *op, const char *shape, double err, double tol, do
 }
 
 int main(int argc, char **argv) {
-    rng_state = argc > 1 ? strtoull(argv[1], NULL, 10) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
-    if (!rng_state) rng_state = 1;
+    bench_seed(argc, argv);
     cudaDeviceProp prop;
     CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, %.0f MB L2; seed %llu\n", prop.name, prop.multiProcessorCount,

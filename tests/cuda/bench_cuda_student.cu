@@ -20,25 +20,10 @@ extern "C" { /* the CPU reference is C */
 #include <time.h>
 #include <vector>
 
-static uint64_t rng_state;
-static float frand(void) { /* xorshift, uniform in [-1, 1) */
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
-}
-static std::vector<uint16_t> random_bf16(size_t n, float scale) {
-    std::vector<uint16_t> v(n);
-    for (auto &x : v) x = xd_f32_to_bf16(scale * frand());
-    return v;
-}
 static std::vector<float> random_f32(size_t n, float scale) {
     std::vector<float> v(n);
     for (auto &x : v) x = scale * frand();
     return v;
-}
-static std::vector<float> widen(const std::vector<uint16_t> &v) {
-    std::vector<float> w(v.size());
-    for (size_t i = 0; i < v.size(); i++) w[i] = xd_bf16_to_f32(v[i]);
-    return w;
 }
 template <typename A, typename B> static std::vector<B> convert(const std::vector<A> &v) {
     return std::vector<B>(v.begin(), v.end());
@@ -243,8 +228,7 @@ static void check_gates(int T, int D, int H, bool timed) {
 }
 
 int main(int argc, char **argv) {
-    rng_state = argc > 1 ? strtoull(argv[1], NULL, 10) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
-    if (!rng_state) rng_state = 1;
+    bench_seed(argc, argv);
     cudaDeviceProp prop;
     CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs; seed %llu\n", prop.name, prop.multiProcessorCount,

@@ -23,26 +23,11 @@ extern "C" { /* the CPU reference is C */
 #include <vector>
 
 
-static uint64_t rng_state;
-static float frand(void) { /* xorshift, uniform in [-1, 1) */
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
-}
 template <typename T> static T *device_nan(size_t n) { /* 0xff bytes: NaN as bf16 and as float */
     T *d;
     CHECK_CUDA(cudaMalloc(&d, sizeof(T) * n));
     CHECK_CUDA(cudaMemset(d, 0xff, sizeof(T) * n));
     return d;
-}
-static std::vector<uint16_t> random_bf16(size_t n, float scale) {
-    std::vector<uint16_t> v(n);
-    for (auto &x : v) x = xd_f32_to_bf16(scale * frand());
-    return v;
-}
-static std::vector<float> widen(const std::vector<uint16_t> &v) {
-    std::vector<float> w(v.size());
-    for (size_t i = 0; i < v.size(); i++) w[i] = xd_bf16_to_f32(v[i]);
-    return w;
 }
 /* max |got - want| / max |want| over want's elements, got read from offset; the denominator at
  * least 1e-3: where the exact gradient is 0 (one key per query: T = 1, W = 1 with S = 0) both
@@ -179,8 +164,7 @@ static void check_family(const swa_family &f, swa_case &c) {
 }
 
 int main(int argc, char **argv) {
-    rng_state = argc > 1 ? strtoull(argv[1], NULL, 10) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
-    if (!rng_state) rng_state = 1;
+    bench_seed(argc, argv);
     bool check_only = argc > 2 && strcmp(argv[2], "--check-only") == 0;
     cudaDeviceProp prop;
     CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
