@@ -118,6 +118,8 @@ typedef struct model_transformer {
 /* path: an HF model directory (config.json + safetensors) or a .gguf file. */
 int model_transformer_load(const char *path, model_transformer *m, xd_err *e);
 void model_transformer_free(model_transformer *m);
+/* A teacher of config c with random weights (normal, std; norms 1), for benchmarks and tests. */
+int model_transformer_random(model_transformer *m, const model_config *c, uint64_t seed, float std, xd_err *e);
 
 /* A key/value cache for up to capacity positions. */
 typedef struct model_kv_cache {

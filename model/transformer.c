@@ -396,3 +396,25 @@ int model_transformer_forward_capture(const model_transformer *m, model_kv_cache
     free(buf);
     return 0;
 }
+
+int model_transformer_random(model_transformer *m, const model_config *c, uint64_t seed, float std, xd_err *e) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    if (c->student) return xd_fail(e, "model_transformer_random makes teachers (xtrain init makes students)");
+    if (model_config_validate(c, "random model", e) || alloc_layers(m, e) ||
+        model_layout_build(&m->layout, c, false, e))
+        return -1;
+    m->n_params = m->layout.n_params;
+    m->params = xd_malloc(sizeof(float) * m->n_params, e);
+    if (!m->params) return -1;
+    xd_rng r;
+    xd_rng_seed(&r, seed);
+    for (uint64_t i = 0; i < m->n_params; i++) m->params[i] = std * xd_rng_normal(&r);
+    for (int i = 0; i < m->layout.n_entries; i++)
+        if (strstr(m->layout.entries[i].name, "norm"))
+            for (uint64_t j = 0; j < m->layout.entries[i].count; j++) m->params[m->layout.entries[i].offset + j] = 1;
+    set_pointers(m);
+    model_rope_inv_freq(c, m->rope_inv_freq);
+    snprintf(m->source, sizeof m->source, "random %s (seed %llu)", c->model_type, (unsigned long long)seed);
+    return 0;
+}

@@ -6,6 +6,9 @@
 #include "stages.h"
 #include "trainer.h"
 #include "model/data.h"
+#ifdef XD_HAVE_CUDA
+#include "model/gpu.h"
+#endif
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -63,6 +66,61 @@ int stage_check_lineage(const model_transformer *teacher, const model_transforme
     return 0;
 }
 
+#ifdef XD_HAVE_CUDA
+
+/* The step on the GPU: one teacher forward of t->micro sequences captures every chosen layer's
+ * input and target; each layer's attention then trains on them. */
+static int align_gpu(trainer_session *t, const align_layers *sel, xd_err *e) {
+    const trainer_settings *s = t->s;
+    int T = (int)s->seq_len, B = t->micro, nl = sel->last - sel->first + 1;
+    gpu_net *gt = NULL, *gs = NULL;
+    double *layer_loss = xd_calloc((size_t)nl, sizeof(double), e);
+    int rc = layer_loss ? gpu_net_open(&gt, &t->teacher, t->cuda, B, T, 0, sel->first, sel->last, e) : -1;
+    if (rc == 0) rc = gpu_net_open(&gs, &t->student, t->cuda, B, T, GPU_TRAIN | GPU_ONE_LAYER, 0, -1, e);
+    if (rc == 0) rc = trainer_session_use_gpu(t, gs, e);
+    if (rc == 0)
+        fprintf(stderr, "[align] %s: %s, layers %d-%d, %llu trainable parameters, %.1f GiB, micro-batches of %d x %d\n",
+                s->out, gpu_net_device(gs), sel->first, sel->last, (unsigned long long)t->ranges.total,
+                (gpu_net_bytes(gt) + gpu_net_bytes(gs)) / 1073741824.0, B, T);
+    double share = (double)B / (double)s->batch;
+    for (long step = t->start_step; step < s->steps && rc == 0; step++) {
+        double t0 = xd_now();
+        if ((rc = gpu_net_zero_grads(gs, e))) break;
+        for (int l = 0; l < nl; l++) layer_loss[l] = 0;
+        for (long b = 0; b < s->batch / B && rc == 0; b++) {
+            if ((rc = trainer_session_next_pass(t, e)) || (rc = gpu_teacher_forward(gt, t->inputs, e))) break;
+            for (int l = 0; l < nl && rc == 0; l++) {
+                int layer = sel->first + l;
+                const uint16_t *xn = gpu_net_capture_xn(gt, layer);
+                const uint16_t *yhat = gpu_student_layer_forward(gs, layer, xn, e);
+                double mse = 0;
+                if (!yhat || gpu_mse(gs, &mse, yhat, gpu_net_capture_attn(gt, layer), share, e) ||
+                    gpu_student_layer_backward(gs, layer, xn, gpu_net_dyhat(gs), e))
+                    rc = -1;
+                layer_loss[l] += mse * share;
+            }
+        }
+        if (rc) break;
+        double mean = 0;
+        json_t *per = json_array();
+        for (int l = 0; l < nl; l++) {
+            mean += layer_loss[l] / nl;
+            json_array_append_new(per, json_real(layer_loss[l]));
+        }
+        char progress[64];
+        snprintf(progress, sizeof progress, "mse %.4g", mean);
+        rc = trainer_session_step_end(t, step, t0, mean, json_pack("{s:o, s:i}", "mse_layer", per, "first_layer", sel->first),
+                                      progress, e);
+    }
+    if (rc == 0) rc = trainer_session_finish(t, e);
+    t->gpu = NULL;
+    gpu_net_close(gs);
+    gpu_net_close(gt);
+    free(layer_loss);
+    return rc;
+}
+#endif
+
 int stage_align(int argc, char **argv) {
     xd_err e = {{0}};
     trainer_settings s;
@@ -87,6 +145,11 @@ int stage_align(int argc, char **argv) {
     double *layer_loss = NULL;
     int rc = trainer_session_open(&t, "align", &s, fields, n_fields, true, parse_layers, is_trainable, &sel, &e);
     int nl = sel.last - sel.first + 1, T = (int)s.seq_len;
+#ifdef XD_HAVE_CUDA
+    if (rc == 0 && t.cuda >= 0) {
+        rc = align_gpu(&t, &sel, &e);
+    } else
+#endif
     if (rc == 0) {
         int D = t.student.cfg.hidden, qd = t.student.cfg.n_heads * t.student.cfg.head_dim;
         size_t nx = (size_t)T * D, ny = (size_t)T * qd;

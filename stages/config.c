@@ -291,8 +291,8 @@ void cfg_print_table(const cfg_field *fields, int n) {
 
 int cfg_stage_cli(const char *stage, int argc, char **argv, cfg_field *fields, int n_fields,
                   const char *extra_flag, const char *extra_key, const char *extra_help) {
-    const char *config = NULL, *set_value = NULL, *extra = NULL;
-    char *sets[65], *rest[256], extra_set[256];
+    const char *config = NULL, *set_value = NULL, *extra = NULL, *device = NULL;
+    char *sets[66], *rest[256], extra_set[256], device_set[256];
     int n_sets = 0, n_rest = 0;
     bool print_keys = false;
     xd_err e = {{0}};
@@ -306,12 +306,18 @@ int cfg_stage_cli(const char *stage, int argc, char **argv, cfg_field *fields, i
         {"--config", ARG_STRING, &config, "stage settings (YAML); keys: --print-keys, docs/stages.md", false},
         {"--set", ARG_STRING, &set_value, "key=value: override one setting (repeatable)", false},
         {"--print-keys", ARG_FLAG, &print_keys, "print the settings with defaults (markdown) and exit", false},
+        {"--device", ARG_STRING, &device, "cpu, cuda or cuda:N (the device key)", false},
         {extra_flag ? extra_flag : "--", ARG_STRING, &extra, extra_help ? extra_help : "", false},
     };
-    int n_specs = extra_flag ? 4 : 3;
+    /* --device for the stages that have the key */
+    bool has_device = false;
+    for (int i = 0; i < n_fields; i++) has_device |= !strcmp(fields[i].key, "device");
+    if (!has_device) specs[3] = specs[4];
+    int n_specs = 3 + has_device + (extra_flag != NULL);
     char usage[256];
-    snprintf(usage, sizeof usage, "xtrain %s --config FILE.yaml [--set key=value]...%s%s%s", stage,
-             extra_flag ? " [" : "", extra_flag ? extra_flag : "", extra_flag ? " VALUE]" : "");
+    snprintf(usage, sizeof usage, "xtrain %s --config FILE.yaml [--set key=value]...%s%s%s%s", stage,
+             has_device ? " [--device cpu|cuda[:N]]" : "", extra_flag ? " [" : "", extra_flag ? extra_flag : "",
+             extra_flag ? " VALUE]" : "");
     int prc = args_parse(specs, n_specs, n_rest, rest, &e);
     if (prc) {
         if (prc < 0) fprintf(stderr, "xtrain %s: %s\n", stage, e.msg);
@@ -325,6 +331,10 @@ int cfg_stage_cli(const char *stage, int argc, char **argv, cfg_field *fields, i
     if (extra && n_sets < 65) {
         snprintf(extra_set, sizeof extra_set, "%s=%s", extra_key, extra);
         sets[n_sets++] = extra_set;
+    }
+    if (device && n_sets < 66) {
+        snprintf(device_set, sizeof device_set, "device=%s", device);
+        sets[n_sets++] = device_set;
     }
     if (cfg_load(fields, n_fields, config, sets, n_sets, &e)) {
         fprintf(stderr, "xtrain %s: %s\n", stage, e.msg);

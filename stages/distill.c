@@ -8,6 +8,48 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef XD_HAVE_CUDA
+#include "model/gpu.h"
+
+/* The step on the GPU: the teacher's logits, its top-k and the student's forward and backward
+ * for micro-batches of t->micro sequences at once; clipping and AdamW stay on the device. */
+static int distill_gpu(trainer_session *t, long topk, double ce_weight, double kl_weight, xd_err *e) {
+    const trainer_settings *s = t->s;
+    int T = (int)s->seq_len, B = t->micro;
+    gpu_net *gt = NULL, *gs = NULL;
+    int rc = gpu_net_open(&gt, &t->teacher, t->cuda, B, T, GPU_LOGITS, 0, -1, e);
+    if (rc == 0) rc = gpu_net_open(&gs, &t->student, t->cuda, B, T, GPU_TRAIN | GPU_LOGITS, 0, -1, e);
+    if (rc == 0) rc = trainer_session_use_gpu(t, gs, e);
+    if (rc == 0)
+        fprintf(stderr, "[distill] %s: %s, %.1f GiB for the teacher and the student, micro-batches of %d x %d\n",
+                s->out, gpu_net_device(gs), (gpu_net_bytes(gt) + gpu_net_bytes(gs)) / 1073741824.0, B, T);
+    double share = (double)B / (double)s->batch;
+    for (long step = t->start_step; step < s->steps && rc == 0; step++) {
+        double t0 = xd_now(), ce_sum = 0, kl_sum = 0;
+        if ((rc = gpu_net_zero_grads(gs, e))) break;
+        for (long b = 0; b < s->batch / B && rc == 0; b++) {
+            double ce, kl;
+            if ((rc = trainer_session_next_pass(t, e)) || (rc = gpu_teacher_forward(gt, t->inputs, e)) ||
+                (rc = gpu_student_forward(gs, t->inputs, e)) ||
+                (rc = gpu_distill_loss(gs, gt, t->targets, (int)topk, ce_weight, kl_weight, share, &ce, &kl, e)) ||
+                (rc = gpu_student_backward(gs, e)))
+                break;
+            ce_sum += ce * share;
+            kl_sum += kl * share;
+        }
+        if (rc) break;
+        char progress[64];
+        snprintf(progress, sizeof progress, "ce %.4f  kl %.4f", ce_sum, kl_sum);
+        rc = trainer_session_step_end(t, step, t0, ce_weight * ce_sum + kl_weight * kl_sum,
+                                      json_pack("{s:f, s:f}", "ce", ce_sum, "kl", kl_sum), progress, e);
+    }
+    if (rc == 0) rc = trainer_session_finish(t, e);
+    t->gpu = NULL;
+    gpu_net_close(gs);
+    gpu_net_close(gt);
+    return rc;
+}
+#endif
 
 static bool every_tensor(const model_tensor_entry *t, void *ctx) {
     (void)t;
@@ -40,6 +82,12 @@ int stage_distill(int argc, char **argv) {
     int rc = trainer_session_open(&t, "distill", &s, fields, n_fields, false, NULL, every_tensor, NULL, &e);
     if (rc == 0 && topk > t.teacher.cfg.vocab)
         rc = xd_fail(&e, "topk %ld exceeds the vocabulary (%d)", topk, t.teacher.cfg.vocab);
+    if (rc == 0 && t.cuda >= 0 && topk > 1024) rc = xd_fail(&e, "topk %ld: the GPU keeps at most 1024", topk);
+#ifdef XD_HAVE_CUDA
+    if (rc == 0 && t.cuda >= 0) {
+        rc = distill_gpu(&t, topk, ce_weight, kl_weight, &e);
+    } else
+#endif
     if (rc == 0) {
         size_t V = (size_t)t.teacher.cfg.vocab, K = (size_t)topk;
         tlogits = xd_malloc(sizeof(float) * (size_t)T * V, &e);

@@ -21,5 +21,6 @@ int stage_check_lineage(const struct model_transformer *teacher,
 int stage_ppl(int argc, char **argv);
 int stage_generate(int argc, char **argv);
 int stage_prepare(int argc, char **argv);
+int stage_bench(int argc, char **argv);
 
 #endif

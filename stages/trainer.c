@@ -1,5 +1,8 @@
 #define _XOPEN_SOURCE 700
 #include "trainer.h"
+#ifdef XD_HAVE_CUDA
+#include "model/gpu.h"
+#endif
 #include "stages.h"
 
 #include <dirent.h>
@@ -400,6 +403,9 @@ int trainer_settings_fields(trainer_settings *s, cfg_field *f, const char *stude
         {"data", CFG_SOURCES, &s->data, NULL, "token shard directories with mixture weights", 0, 0},
         {"seq_len", CFG_INT, &s->seq_len, "256", "tokens per sequence", 2, 1 << 20},
         {"batch", CFG_INT, &s->batch, "4", "sequences per step", 1, 1 << 20},
+        {"micro_batch", CFG_INT, &s->micro_batch, "0",
+         "sequences per pass on the device (0: the whole batch); must divide batch", 0, 1 << 20},
+        {"device", CFG_STRING, &s->device, "cpu", "cpu, cuda or cuda:N (the CUDA build)", 0, 0},
         {"steps", CFG_INT, &s->steps, "100", "optimizer steps", 1, 1e12},
         {"lr", CFG_NUMBER, &s->lr, lr, "peak learning rate", 0, 10},
         {"lr_min", CFG_NUMBER, &s->lr_min, lr_min, "final learning rate of the cosine", 0, 10},
@@ -467,6 +473,11 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
     if (strcmp(s->schedule, "cosine") && strcmp(s->schedule, "constant"))
         return xd_fail(e, "schedule \"%s\" must be cosine or constant", s->schedule);
     if (s->data.count > MODEL_DATA_MAX_SOURCES) return xd_fail(e, "at most %d data sources", MODEL_DATA_MAX_SOURCES);
+    if (trainer_parse_device(s->device, &t->cuda, e)) return -1;
+    t->micro = s->micro_batch ? (int)s->micro_batch : (int)s->batch;
+    if (s->batch % t->micro)
+        return xd_fail(e, "micro_batch %ld does not divide batch %ld", s->micro_batch, s->batch);
+    if (t->cuda < 0) t->micro = 1; /* the CPU path takes one sequence at a time */
     model_data_source src[MODEL_DATA_MAX_SOURCES];
     for (int i = 0; i < s->data.count; i++) src[i] = (model_data_source){s->data.items[i].path, s->data.items[i].weight};
     int T = (int)s->seq_len;
@@ -509,9 +520,11 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
         fprintf(stderr, "[%s] resuming from %s (step %ld)\n", stage, ckpt, t->start_step);
     }
     t->grads = xd_calloc(t->student.layout.n_params, sizeof(float), e);
-    t->inputs = t->grads ? xd_malloc(sizeof(int) * 2 * (size_t)T, e) : NULL;
+    /* a pass's sequences one after another: the CPU's is one sequence */
+    size_t nt = (size_t)T * t->micro;
+    t->inputs = t->grads ? xd_malloc(sizeof(int) * 2 * nt, e) : NULL;
     if (!t->inputs) return -1;
-    t->targets = t->inputs + T;
+    t->targets = t->inputs + nt;
     t->sched = (kern_lr_schedule){s->lr, s->lr_min, s->warmup, s->steps, !strcmp(s->schedule, "cosine")};
     return trainer_open(&t->run, s->out, stage, t->start_step, e);
 }
@@ -521,14 +534,86 @@ int trainer_session_next(trainer_session *t, xd_err *e) {
     return rc > 0 ? xd_fail(e, "the data ran out") : rc;
 }
 
+int trainer_session_next_pass(trainer_session *t, xd_err *e) {
+    size_t T = (size_t)t->s->seq_len;
+    for (int i = 0; i < t->micro; i++) {
+        int rc = model_data_next(t->loader, t->inputs + i * T, t->targets + i * T, NULL, e);
+        if (rc) return rc > 0 ? xd_fail(e, "the data ran out") : rc;
+    }
+    return 0;
+}
+
+int trainer_parse_device(const char *spec, int *cuda, xd_err *e) {
+    char *end;
+    *cuda = -1;
+    if (!strcmp(spec, "cpu")) return 0;
+    if (!strcmp(spec, "cuda")) *cuda = 0;
+    else if (!strncmp(spec, "cuda:", 5) && spec[5] >= '0' && spec[5] <= '9') {
+        long n = strtol(spec + 5, &end, 10);
+        if (*end || n > 1023) return xd_fail(e, "device \"%s\": expected cpu, cuda or cuda:N", spec);
+        *cuda = (int)n;
+    } else
+        return xd_fail(e, "device \"%s\": expected cpu, cuda or cuda:N", spec);
+#ifndef XD_HAVE_CUDA
+    return xd_fail(e, "device \"%s\": this xtrain was built without the CUDA backend (no CUDA toolkit at configure time)",
+                   spec);
+#else
+    return 0;
+#endif
+}
+
+int trainer_session_use_gpu(trainer_session *t, struct gpu_net *student, xd_err *e) {
+#ifdef XD_HAVE_CUDA
+    if (gpu_net_set_moments(student, t->opt.m, t->opt.v, t->opt.n, e)) return -1;
+    t->gpu = student;
+    return 0;
+#else
+    (void)t, (void)student;
+    return xd_fail(e, "built without the CUDA backend");
+#endif
+}
+
+/* the GPU's weights and moments back into the host copies (before a checkpoint) */
+static int pull_gpu(trainer_session *t, xd_err *e) {
+#ifdef XD_HAVE_CUDA
+    if (t->gpu && (gpu_net_get_params(t->gpu, t->student.params, e) ||
+                   gpu_net_get_moments(t->gpu, t->opt.m, t->opt.v, e)))
+        return -1;
+#else
+    (void)t, (void)e;
+#endif
+    return 0;
+}
+
+/* clip and AdamW: on the host, or where the student lives */
+static int update(trainer_session *t, double lr, double *norm, xd_err *e) {
+    const trainer_settings *s = t->s;
+#ifdef XD_HAVE_CUDA
+    if (t->gpu) {
+        if (gpu_net_clip_adamw(t->gpu, t->ranges.offset, t->ranges.count, t->ranges.n, s->grad_clip, lr, s->beta1,
+                               s->beta2, s->eps, s->weight_decay, t->opt.step + 1, norm, e))
+            return -1;
+        if (isfinite(*norm)) t->opt.step++;
+        return 0;
+    }
+#else
+    (void)e;
+#endif
+    *norm = trainer_clip(t->grads, &t->ranges, s->grad_clip);
+    /* a non-finite gradient skips the update (and says so in the metrics) */
+    if (isfinite(*norm))
+        trainer_adamw(t->student.params, t->grads, &t->ranges, &t->opt, lr, s->beta1, s->beta2, s->eps, s->weight_decay);
+    return 0;
+}
+
 int trainer_session_step_end(trainer_session *t, long step, double started, double loss, json_t *extra,
                              const char *progress, xd_err *e) {
     const trainer_settings *s = t->s;
-    double norm = trainer_clip(t->grads, &t->ranges, s->grad_clip);
-    double lr = kern_lr_at(&t->sched, step);
-    /* a non-finite gradient skips the update (and says so in the metrics) */
-    if (isfinite(norm))
-        trainer_adamw(t->student.params, t->grads, &t->ranges, &t->opt, lr, s->beta1, s->beta2, s->eps, s->weight_decay);
+    double lr = kern_lr_at(&t->sched, step), norm;
+    if (update(t, lr, &norm, e)) {
+        json_decref(extra);
+        return -1;
+    }
     double per_step = (double)s->batch * (double)s->seq_len, secs = xd_now() - started;
     t->tokens += per_step;
     json_t *m = json_pack("{s:I, s:f, s:f}", "step", (json_int_t)(step + 1), "tokens", t->tokens, "loss", loss);
@@ -544,10 +629,12 @@ int trainer_session_step_end(trainer_session *t, long step, double started, doub
     free(line);
     trainer_progress(&t->run, step + 1, s->steps, "%s  lr %.2e  %.0f tok/s", progress, lr, per_step / secs);
     if (rc == 0 && ((step + 1) % s->checkpoint_every == 0 || step + 1 == s->steps)) {
-        char *text = trainer_state_json(t->stage, step + 1, t->tokens, t->loader, t->settings_json);
-        rc = text ? trainer_checkpoint_save(s->out, step + 1, &t->student, NULL, &t->opt, text,
-                                            (int)s->keep_checkpoints, e)
-                  : xd_fail(e, "out of memory");
+        char *text = NULL;
+        if (pull_gpu(t, e)) rc = -1;
+        else if (!(text = trainer_state_json(t->stage, step + 1, t->tokens, t->loader, t->settings_json)))
+            rc = xd_fail(e, "out of memory");
+        else
+            rc = trainer_checkpoint_save(s->out, step + 1, &t->student, NULL, &t->opt, text, (int)s->keep_checkpoints, e);
         free(text);
     }
     return rc;
@@ -561,7 +648,7 @@ int trainer_session_finish(trainer_session *t, xd_err *e) {
     /* the last step always leaves a checkpoint of exactly these weights: link to it */
     char ckpt[1200];
     long ckpt_step = -1;
-    if (trainer_checkpoint_latest(t->s->out, ckpt, sizeof ckpt, &ckpt_step, e) < 0) return -1;
+    if (trainer_checkpoint_latest(t->s->out, ckpt, sizeof ckpt, &ckpt_step, e) < 0 || pull_gpu(t, e)) return -1;
     if (trainer_finish(t->s->out, &t->student, NULL, ckpt_step == t->s->steps ? ckpt : NULL, summary, e))
         return -1;
     fprintf(stderr, "[%s] done: %s/model\n", t->stage, t->s->out);

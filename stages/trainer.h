@@ -91,9 +91,9 @@ void trainer_optim_free(trainer_optim *o);
 
 /* The settings every training stage has (docs/stages.md). */
 typedef struct trainer_settings {
-    char *teacher, *student, *out, *schedule;
+    char *teacher, *student, *out, *schedule, *device;
     cfg_sources data;
-    long seq_len, batch, steps, warmup, seed, checkpoint_every, keep_checkpoints;
+    long seq_len, batch, micro_batch, steps, warmup, seed, checkpoint_every, keep_checkpoints;
     double lr, lr_min, weight_decay, grad_clip, beta1, beta2, eps;
 } trainer_settings;
 
@@ -117,6 +117,9 @@ typedef struct trainer_session {
     double tokens;
     char *settings_json;
     int out_lock;         /* fd of OUT/.lock, held for the whole stage; -1 when none */
+    int cuda;             /* the CUDA device of the device key, -1 for the CPU */
+    int micro;            /* sequences per pass (micro_batch, or the batch) */
+    struct gpu_net *gpu;  /* the student on the GPU (trainer_session_use_gpu), else NULL */
 } trainer_session;
 
 /* Everything before the first step, checked before any work (and OUT locked first: a second
@@ -129,8 +132,16 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
                          const cfg_field *fields, int n_fields, bool same_weights,
                          int (*prepare)(trainer_session *, void *, xd_err *),
                          bool (*select)(const model_tensor_entry *, void *), void *ctx, xd_err *e);
-/* The next sequence into t->inputs / t->targets. */
+/* "cpu" -> -1, "cuda" -> 0, "cuda:N" -> N; an error names the key's value, and a CUDA device
+ * asked of a build without the CUDA backend. */
+int trainer_parse_device(const char *spec, int *cuda, xd_err *e);
+/* From now on the student trains on the GPU: its moments are uploaded from t->opt, step_end
+ * clips and steps there, and checkpoints and the final model are read back from it. */
+int trainer_session_use_gpu(trainer_session *t, struct gpu_net *student, xd_err *e);
+/* The next sequence into t->inputs / t->targets; _pass: the next t->micro sequences, one after
+ * another. */
 int trainer_session_next(trainer_session *t, xd_err *e);
+int trainer_session_next_pass(trainer_session *t, xd_err *e);
 /* After a step's gradients are in t->grads: clip, AdamW at the step's learning rate, the metrics
  * line (step, tokens, loss, then the stage's own fields from extra (taken over), lr, grad_norm,
  * tokens_per_s, skipped), the progress line, and a checkpoint when due. */

@@ -16,6 +16,7 @@ static const struct {
     {"eval", stage_eval, "stage 5: teacher and student on perplexity and multiple-choice tasks"},
     {"ppl", stage_ppl, "perplexity of a text or token ids under a model"},
     {"generate", stage_generate, "stream text from a model (greedy or sampled; --chat)"},
+    {"bench", stage_bench, "tokens/s and MFU of the align and distill steps on a GPU (random weights)"},
     {"prepare", stage_prepare, "tokenise a corpus into train/val token shards (--inspect to check them)"},
 };
 

@@ -113,13 +113,5 @@ extern "C" int kern_cuda_adamw(float *p, const float *g, float *m, float *v, siz
 
 extern "C" int kern_cuda_linear_bf16(kern_bf16 *c, const kern_bf16 *a, const kern_bf16 *b, int m, int n,
                                      int k, kern_cuda_stream s) {
-    static cublasHandle_t handle;
-    if (!handle) CUBLAS_TRY(cublasCreate(&handle));
-    CUBLAS_TRY(cublasSetStream(handle, s));
-    float one = 1.0f, zero = 0.0f;
-    /* row-major C[m,n] = A[m,k] B[n,k]^T is column-major C^T[n,m] = B[n,k] . A^T: op(B) = B^T in
-     * cuBLAS's column-major view of B's row-major [n,k] storage */
-    CUBLAS_TRY(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, b, CUDA_R_16BF, k, a, CUDA_R_16BF, k,
-                            &zero, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    return 0;
+    return kern_cuda_matmul(c, 0, a, b, m, n, k, 0, 1, 1.0f, 0.0f, s); /* one cuBLAS handle, layer_ops.cu */
 }

@@ -34,6 +34,83 @@ int kern_cuda_linear_bf16(kern_bf16 *c, const kern_bf16 *a, const kern_bf16 *b, 
 /* The last CUDA/cuBLAS error as text ("file:line: call: message"), for the caller's xd_err. */
 const char *kern_cuda_last_error(void);
 
+/* ---- device memory, for the C code that drives the kernels (layer_ops.cu) ---- */
+/* cudaSetDevice(device) and its name and memory; -1 when there is no such device. */
+int kern_cuda_use_device(int device, char *name, size_t cap, double *mem_gib);
+int kern_cuda_device_memory(double *used_gib, double *total_gib);
+/* NULL on failure, with the size asked for and the memory free in kern_cuda_last_error. */
+void *kern_cuda_alloc(size_t bytes);
+void kern_cuda_free(void *p);
+/* kind 0: host to device, 1: device to host (waits for the stream), 2: device to device. */
+int kern_cuda_copy(void *dst, const void *src, size_t bytes, int kind, kern_cuda_stream s);
+int kern_cuda_zero(void *p, size_t bytes, kern_cuda_stream s);
+int kern_cuda_sync(kern_cuda_stream s);
+
+/* ---- the ops that join the kernels into a model (layer_ops.cu) ----
+ * Weight gradients ADD, summed in a fixed order (per-256-row partials, no atomics). */
+/* Row-major C[m, n] = alpha op(A) op(B) + beta C, op(A) [m, k] (A stored [k, m] when trans_a),
+ * op(B) [k, n] (B stored [n, k] when trans_b); A, B bf16, C fp32 (c_f32) or bf16, fp32
+ * accumulation (cuBLAS). The linear y = x W^T is trans_b; dx = dy W plain; dW += dy^T x trans_a. */
+int kern_cuda_matmul(void *c, int c_f32, const kern_bf16 *a, const kern_bf16 *b, int m, int n, int k,
+                     int trans_a, int trans_b, float alpha, float beta, kern_cuda_stream s);
+int kern_cuda_cast_bf16(kern_bf16 *dst, const float *src, size_t n, kern_cuda_stream s);
+int kern_cuda_add_f32(float *y, const float *x, size_t n, kern_cuda_stream s);   /* y += x */
+int kern_cuda_add_bf16(float *y, const kern_bf16 *x, size_t n, kern_cuda_stream s);
+int kern_cuda_scale_f32(float *x, float a, size_t n, kern_cuda_stream s);
+/* *out = sum x^2 in double (waits for the stream). */
+int kern_cuda_sumsq_f32(double *out, const float *x, size_t n, kern_cuda_stream s);
+/* RMSNorm of the fp32 residual stream into bf16, and its backward: dx (= or += by accumulate)
+ * and dw += (dw may be NULL) from fp32 dy and the forward's x. d <= 6144. */
+int kern_cuda_rmsnorm_f32(kern_bf16 *y, const float *x, const float *w, int n, int d, float eps,
+                          kern_cuda_stream s);
+int kern_cuda_rmsnorm_bwd_f32(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                              int n, int d, float eps, int accumulate, kern_cuda_stream s);
+/* dgate, dup (bf16) from fp32 dout and the forward's gate, up. */
+int kern_cuda_swiglu_bwd(kern_bf16 *dgate, kern_bf16 *dup, const float *dout, const kern_bf16 *gate,
+                         const kern_bf16 *up, size_t n, kern_cuda_stream s);
+/* x[t] = table[ids[t]] (ids checked by the caller); the backward adds, for each distinct id
+ * uniq[u], the rows order[starts[u] .. starts[u+1]-1] of dx in that order. */
+int kern_cuda_embedding_f32(float *x, const float *table, const int *ids, int n, int d,
+                            kern_cuda_stream s);
+int kern_cuda_embedding_bwd_f32(float *dtable, const float *dx, const int *uniq, const int *starts,
+                                const int *order, int n_uniq, int d, kern_cuda_stream s);
+/* y[n, cols] += b; db += the column sums of dy. */
+int kern_cuda_bias_bf16(kern_bf16 *y, const float *b, int n, int cols, kern_cuda_stream s);
+int kern_cuda_bias_bwd_f32(float *db, const float *dy, int n, int cols, kern_cuda_stream s);
+/* The student's output gate and mixing (kernels/student_ops.h) with bf16 q, k, v, yswa: o [n, H]
+ * fp32; the backward ADDS into fp32 dq [n, H*d], dk, dv [n, G*d], dw [H, 3d], db [H]. */
+int kern_cuda_output_gate_fwd(float *o, const kern_bf16 *q, const kern_bf16 *k, const kern_bf16 *v,
+                              const float *w, const float *b, int n, int H, int G, int d,
+                              kern_cuda_stream s);
+int kern_cuda_output_gate_bwd(float *dq, float *dk, float *dv, float *dw, float *db, const float *d_o,
+                              const float *o, const kern_bf16 *q, const kern_bf16 *k,
+                              const kern_bf16 *v, const float *w, int n, int H, int G, int d,
+                              kern_cuda_stream s);
+/* yhat (bf16) = o hm + (1 - o) yswa; backward writes d_o, dhm (fp32) and dyswa (bf16). */
+int kern_cuda_mix_fwd(kern_bf16 *yhat, const float *o, const float *hm, const kern_bf16 *yswa, int n,
+                      int H, int d, kern_cuda_stream s);
+int kern_cuda_mix_bwd(float *d_o, float *dhm, kern_bf16 *dyswa, const float *dyhat, const float *o,
+                      const float *hm, const kern_bf16 *yswa, int n, int H, int d, kern_cuda_stream s);
+/* Token-major [B*T, G*d] -> head-major [B*H, T, d] fp32 (query head h reads kv head h/(H/G));
+ * back again summing each group's heads (= or += by accumulate). d = 1 moves gates [B*T, H]. */
+int kern_cuda_to_heads_f32(float *dst, const float *src, int B, int T, int H, int G, int d,
+                           kern_cuda_stream s);
+int kern_cuda_to_heads_bf16(float *dst, const kern_bf16 *src, int B, int T, int H, int G, int d,
+                            kern_cuda_stream s);
+int kern_cuda_from_heads_f32(float *dst, const float *src, int B, int T, int H, int G, int d,
+                             int accumulate, kern_cuda_stream s);
+/* Token-major [n, G*d] -> [n, H*d] (bf16), and dst [n, G*d] += group sums of src [n, H*d]. */
+int kern_cuda_repeat_heads_bf16(kern_bf16 *dst, const kern_bf16 *src, int n, int H, int G, int d,
+                                kern_cuda_stream s);
+int kern_cuda_sum_heads_f32(float *dst, const float *src, int n, int H, int G, int d,
+                            kern_cuda_stream s);
+/* RoPE's backward in place on fp32 rows [n, heads, head_dim]: row r at table row r % T. */
+int kern_cuda_rope_bwd_f32(float *dx, int n, int heads, int head_dim, int T, const float *cos_table,
+                           const float *sin_table, kern_cuda_stream s);
+/* *loss = mean (yhat - y)^2, dy = grad_scale (yhat - y) (fp32); waits for the stream. */
+int kern_cuda_mse_bf16(double *loss, float *dy, const kern_bf16 *yhat, const kern_bf16 *y, size_t n,
+                       float grad_scale, kern_cuda_stream s);
+
 /* ---- chunkwise mLSTM (mlstm.cu) ---- */
 /* The mLSTM cell of kernels/mlstm.h (same maths, same layout: B sequences one after another,
  * phi_q, phi_k [B, T, dk], v, h [B, T, dv], itilde, logf [B, T]), fp32 throughout, chunk length

@@ -1,0 +1,230 @@
+/* xtrain bench: tokens per second and model-FLOPs utilisation of the align and distill steps at a
+ * given shape, on the GPU (or the CPU), with random weights and random tokens: the same code the
+ * stages run (model/gpu.h, the trainer's clipping and AdamW), nothing written to disk.
+ *
+ * Model FLOPs per token (the usual 2 per multiply-add of every weight matrix, embedding lookups
+ * excluded, attention and mLSTM products excluded): distill = 2 N_teacher + 6 N_student (the
+ * teacher's forward, the student's forward and backward); align = 2 N_teacher(to the last
+ * trained layer) + 2 N_qkv of the trained layers (the student's q/k/v products; only the new
+ * parameters get gradients). MFU = model FLOPs per second / the peak given by --peak (TFLOP/s;
+ * default: the bf16 GEMM this run measures with cuBLAS, 8192^3, and the H100 SXM datasheet's 989
+ * as a second figure). */
+#include "args.h"
+#include "stages.h"
+
+#include "kernels/kernels.h"
+#include "model/model.h"
+#ifdef XD_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#include "model/gpu.h"
+#endif
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* the teacher shapes the issue and the design name (config.json values of the released models) */
+static int shape_config(const char *name, model_config *c, xd_err *e) {
+    memset(c, 0, sizeof *c);
+    c->arch = MODEL_ARCH_LLAMA;
+    snprintf(c->model_type, sizeof c->model_type, "llama");
+    c->rms_eps = 1e-5, c->tied_embeddings = true, c->bos_id = -1, c->eos_id = -1, c->max_positions = 131072;
+    if (!strcmp(name, "smollm2-135m")) {
+        c->n_layers = 30, c->hidden = 576, c->n_heads = 9, c->n_kv_heads = 3, c->head_dim = 64, c->ffn = 1536;
+        c->vocab = 49152, c->rope_theta = 100000;
+    } else if (!strcmp(name, "llama-1b")) {
+        c->n_layers = 16, c->hidden = 2048, c->n_heads = 32, c->n_kv_heads = 8, c->head_dim = 64, c->ffn = 8192;
+        c->vocab = 128256, c->rope_theta = 500000, c->rope_type = MODEL_ROPE_LLAMA3, c->rope_factor = 32;
+        c->rope_low_freq_factor = 1, c->rope_high_freq_factor = 4, c->rope_original_max = 8192;
+    } else
+        return xd_fail(e, "shape \"%s\": expected smollm2-135m or llama-1b", name);
+    return model_config_validate(c, name, e);
+}
+
+#ifdef XD_HAVE_CUDA
+/* weights that take part in matrix products: the layers' projections and the LM head */
+static double matmul_params(const model_config *c, int layers, bool lm_head) {
+    double D = c->hidden, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
+    double per = D * qd * 2 + D * kvd * 2 + 3 * D * c->ffn;
+    return per * layers + (lm_head ? D * c->vocab : 0);
+}
+
+static double now_synced(void) {
+    kern_cuda_sync(NULL);
+    return xd_now();
+}
+
+/* cuBLAS bf16 at 8192^3, the best of 10 after a warm-up: the ceiling the MFU is measured against */
+static double gemm_peak_tflops(xd_err *e) {
+    int n = 8192;
+    kern_bf16 *a = kern_cuda_alloc(sizeof(kern_bf16) * 3 * (size_t)n * n);
+    if (!a) return xd_fail(e, "%s", kern_cuda_last_error()), -1;
+    kern_cuda_zero(a, sizeof(kern_bf16) * 3 * (size_t)n * n, NULL);
+    double best = 1e30;
+    for (int i = 0; i < 11; i++) {
+        double t0 = now_synced();
+        if (kern_cuda_matmul(a + 2 * (size_t)n * n, 0, a, a + (size_t)n * n, n, n, n, 0, 1, 1, 0, NULL)) {
+            kern_cuda_free(a);
+            return xd_fail(e, "%s", kern_cuda_last_error()), -1;
+        }
+        double dt = now_synced() - t0;
+        if (i && dt < best) best = dt;
+    }
+    kern_cuda_free(a);
+    return 2.0 * n * n * (double)n / best / 1e12;
+}
+
+static int bench_gpu(const model_transformer *teacher, const model_transformer *student, int device, int B, int T,
+                     int steps, bool do_align, bool do_distill, double peak, xd_err *e) {
+    const model_config *c = &teacher->cfg;
+    int N = B * T;
+    int *tokens = xd_malloc(sizeof(int) * 2 * (size_t)N, e), *targets = tokens ? tokens + N : NULL;
+    if (!tokens) return -1;
+    xd_rng r;
+    xd_rng_seed(&r, 7);
+    for (int i = 0; i < 2 * N; i++) tokens[i] = (int)(xd_rng_next(&r) % (uint64_t)c->vocab);
+    uint64_t off = 0, cnt = student->layout.n_params;
+    double measured = gemm_peak_tflops(e);
+    if (measured < 0) return free(tokens), -1;
+    if (peak <= 0) peak = measured;
+    printf("device: cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s (MFU below against %.0f TFLOP/s)\n", measured, peak);
+    int rc = 0;
+    if (do_distill) {
+        gpu_net *gt = NULL, *gs = NULL;
+        rc = gpu_net_open(&gt, teacher, device, B, T, GPU_LOGITS, 0, -1, e);
+        if (rc == 0) rc = gpu_net_open(&gs, student, device, B, T, GPU_TRAIN | GPU_LOGITS, 0, -1, e);
+        if (rc == 0) {
+            uint64_t n = student->layout.n_params;
+            float *zeros = xd_calloc(n, sizeof(float), e);
+            rc = zeros ? gpu_net_set_moments(gs, zeros, zeros, n, e) : -1;
+            free(zeros);
+        }
+        double t_total = 0, parts[4] = {0};
+        for (int s = 0; s <= steps && rc == 0; s++) { /* step 0 warms up */
+            double ce, kl, norm, t0 = now_synced(), t1, t2, t3;
+            rc = gpu_net_zero_grads(gs, e) || gpu_teacher_forward(gt, tokens, e);
+            t1 = now_synced();
+            rc = rc || gpu_student_forward(gs, tokens, e) ||
+                 gpu_distill_loss(gs, gt, targets, 256, 0.9, 0.1, 1.0, &ce, &kl, e);
+            t2 = now_synced();
+            rc = rc || gpu_student_backward(gs, e);
+            t3 = now_synced();
+            rc = rc || gpu_net_clip_adamw(gs, &off, &cnt, 1, 1.0, 1e-5, 0.9, 0.95, 1e-8, 0.1, s + 1, &norm, e);
+            double t4 = now_synced();
+            if (s) {
+                t_total += t4 - t0;
+                parts[0] += t1 - t0, parts[1] += t2 - t1, parts[2] += t3 - t2, parts[3] += t4 - t3;
+            }
+        }
+        if (rc == 0) {
+            double tps = (double)N * steps / t_total;
+            double flops = 2 * matmul_params(c, c->n_layers, true) + 6 * matmul_params(&student->cfg, c->n_layers, true);
+            printf("distill %s B %d T %d: %.0f tokens/s, %.1f ms/step (teacher fwd %.1f, student fwd+loss %.1f, "
+                   "bwd %.1f, clip+AdamW %.1f), %.0f TFLOP/s model, MFU %.1f %% (%.1f %% of 989), %.1f GiB\n",
+                   c->model_type, B, T, tps, 1e3 * t_total / steps, 1e3 * parts[0] / steps, 1e3 * parts[1] / steps,
+                   1e3 * parts[2] / steps, 1e3 * parts[3] / steps, flops * tps / 1e12, 100 * flops * tps / 1e12 / peak,
+                   100 * flops * tps / 1e12 / 989, (gpu_net_bytes(gt) + gpu_net_bytes(gs)) / 1073741824.0);
+        }
+        gpu_net_close(gs);
+        gpu_net_close(gt);
+    }
+    if (do_align && rc == 0) {
+        gpu_net *gt = NULL, *gs = NULL;
+        int last = c->n_layers - 1;
+        rc = gpu_net_open(&gt, teacher, device, B, T, 0, 0, last, e);
+        if (rc == 0) rc = gpu_net_open(&gs, student, device, B, T, GPU_TRAIN | GPU_ONE_LAYER, 0, -1, e);
+        double t_total = 0;
+        for (int s = 0; s <= steps && rc == 0; s++) {
+            double t0 = now_synced();
+            rc = gpu_net_zero_grads(gs, e) || gpu_teacher_forward(gt, tokens, e);
+            for (int l = 0; l <= last && rc == 0; l++) {
+                double mse;
+                const uint16_t *y = gpu_student_layer_forward(gs, l, gpu_net_capture_xn(gt, l), e);
+                rc = !y || gpu_mse(gs, &mse, y, gpu_net_capture_attn(gt, l), 1.0, e) ||
+                     gpu_student_layer_backward(gs, l, gpu_net_capture_xn(gt, l), gpu_net_dyhat(gs), e);
+            }
+            double dt = now_synced() - t0;
+            if (s) t_total += dt;
+        }
+        if (rc == 0) {
+            double tps = (double)N * steps / t_total;
+            double D = c->hidden, qkv = D * (double)(c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
+            double flops = 2 * matmul_params(c, c->n_layers, false) + 2 * qkv * c->n_layers;
+            printf("align   %s B %d T %d, all %d layers: %.0f tokens/s, %.1f ms/step, %.0f TFLOP/s model, MFU %.1f %% "
+                   "(%.1f %% of 989), %.1f GiB\n",
+                   c->model_type, B, T, c->n_layers, tps, 1e3 * t_total / steps, flops * tps / 1e12,
+                   100 * flops * tps / 1e12 / peak, 100 * flops * tps / 1e12 / 989,
+                   (gpu_net_bytes(gt) + gpu_net_bytes(gs)) / 1073741824.0);
+        }
+        gpu_net_close(gs);
+        gpu_net_close(gt);
+    }
+    free(tokens);
+    return rc;
+}
+#endif
+
+int stage_bench(int argc, char **argv) {
+    const char *shape = "smollm2-135m", *stage = "all", *device = "cuda";
+    int B = 8, T = 2048, steps = 5, window = 512, sinks = 4, chunk = 64;
+    double peak = 0;
+    arg_spec specs[] = {
+        {"--shape", ARG_STRING, &shape, "smollm2-135m (default) or llama-1b: a teacher of that shape, random weights", false},
+        {"--stage", ARG_STRING, &stage, "align, distill or all (default)", false},
+        {"--batch", ARG_INT, &B, "sequences per step (default 8)", false},
+        {"--seq-len", ARG_INT, &T, "tokens per sequence (default 2048)", false},
+        {"--steps", ARG_INT, &steps, "timed steps after one warm-up (default 5)", false},
+        {"--device", ARG_STRING, &device, "cuda or cuda:N (default cuda)", false},
+        {"--window", ARG_INT, &window, "the student's window (default 512)", false},
+        {"--sinks", ARG_INT, &sinks, "sink tokens (default 4)", false},
+        {"--chunk", ARG_INT, &chunk, "mLSTM chunk (default 64)", false},
+        {"--peak", ARG_DOUBLE, &peak, "TFLOP/s for the MFU (default: the measured cuBLAS bf16 GEMM)", false},
+    };
+    int n = (int)(sizeof specs / sizeof specs[0]);
+    xd_err e = {{0}};
+    int prc = args_parse(specs, n, argc, argv, &e);
+    if (prc) {
+        if (prc < 0) fprintf(stderr, "xtrain bench: %s\n", e.msg);
+        args_usage("xtrain bench [--shape smollm2-135m|llama-1b] [--stage align|distill|all] [--batch B] "
+                   "[--seq-len T] [--steps N] [--device cuda[:N]]",
+                   specs, n);
+        return prc < 0 ? 2 : 0;
+    }
+    bool do_align = !strcmp(stage, "align") || !strcmp(stage, "all");
+    bool do_distill = !strcmp(stage, "distill") || !strcmp(stage, "all");
+    model_config c;
+    int rc = 0;
+    if (!do_align && !do_distill) rc = xd_fail(&e, "stage \"%s\": expected align, distill or all", stage);
+    else if (B < 1 || T < 2 || steps < 1 || (double)B * T > (1 << 24))
+        rc = xd_fail(&e, "batch %d x seq-len %d x steps %d: each must be positive, B x T at most 2^24", B, T, steps);
+    else
+        rc = shape_config(shape, &c, &e);
+    int cuda = -1;
+    if (rc == 0) {
+        if (!strcmp(device, "cuda")) cuda = 0;
+        else if (!strncmp(device, "cuda:", 5) && device[5] >= '0' && device[5] <= '9') cuda = atoi(device + 5);
+        else rc = xd_fail(&e, "device \"%s\": xtrain bench runs on cuda or cuda:N", device);
+    }
+#ifndef XD_HAVE_CUDA
+    (void)cuda, (void)peak;
+    if (rc == 0) rc = xd_fail(&e, "this xtrain was built without the CUDA backend");
+#endif
+    model_transformer teacher, student;
+    memset(&teacher, 0, sizeof teacher);
+    memset(&student, 0, sizeof student);
+    if (rc == 0) rc = model_transformer_random(&teacher, &c, 1, 0.02f, &e);
+    model_student_settings set = {window, sinks, chunk, 1e-6};
+    if (rc == 0) rc = model_student_init(&teacher, &set, &student, &e);
+    if (rc == 0)
+        printf("xtrain bench: %s-shaped teacher (%.1fM parameters) and student (%.1fM), random weights, B %d x T %d, "
+               "%d timed steps\n",
+               shape, teacher.n_params / 1e6, student.n_params / 1e6, B, T, steps);
+#ifdef XD_HAVE_CUDA
+    if (rc == 0) rc = bench_gpu(&teacher, &student, cuda, B, T, steps, do_align, do_distill, peak, &e);
+#endif
+    if (rc) fprintf(stderr, "xtrain bench: %s\n", e.msg);
+    model_transformer_free(&student);
+    model_transformer_free(&teacher);
+    return rc ? 1 : 0;
+}
