@@ -200,6 +200,34 @@ int kern_cuda_gates_bwd_bf16(float *dx, float *dw_i, float *db_i, float *dw_f, f
                              const float *log_f, const float *w_i, const float *w_f, int T, int D,
                              int H, kern_cuda_stream s);
 
+/* ---- top-k and the distillation loss (loss.cu) ---- */
+/* The k largest entries of each row of logits [n, V] fp32: idx/val [n, k], by value descending,
+ * ties to the lower index (exactly kern_topk_f32's result). 1 <= k <= 1024 and k <= V, else -1.
+ * One block per row, one read of the row: an 11-bit histogram of the order-preserving keys bounds
+ * the k-th entry from below as the row goes by, the entries above the bound are kept in shared
+ * memory and sorted (bitonic, on 64-bit keys value | ~index); a row with thousands of ties at the
+ * threshold takes an exact radix select over the row instead (several reads). Deterministic. The
+ * zeros tie (-0.0 and +0.0 rank equal, each comes back with its own sign), as on the CPU; NaN
+ * (which the CPU's heap gives no defined place) ranks above +inf, or below -inf when its sign bit
+ * is set: callers keep the logits finite. */
+int kern_cuda_topk_f32(int *idx, float *val, const float *logits, int n, int V, int k, kern_cuda_stream s);
+/* kern_distill_loss_f32 of kernels/train_ops.h on the GPU for n rows of fp32 logits [n, V]:
+ * ce[row] = -log softmax(logits)[target] (0 when target < 0, i.e. KERN_IGNORE_INDEX),
+ * kl[row] = KL(p_T || p_S) over the row's k indices (p_T = softmax(teacher_val[row]),
+ * p_S = softmax(logits[row, idx[row]]) over those k entries only),
+ * dlogits[row] (bf16, every entry written) = ce_scale * (softmax - onehot(target)) (zero row part when
+ * target < 0) + kl_scale * (p_S - p_T) at the k indices. The caller folds the loss weights and the
+ * means into ce_scale and kl_scale. One block per row, fp32 maths. targets, idx, teacher_val
+ * [n] / [n, k] on the device; targets must be < V (the host checks them before upload: the GPU
+ * has no per-row error), and idx distinct and in [0, V) within each row, as kern_cuda_topk_f32
+ * gives. The log-sum-exp uses the row max, as the CPU (ce = (max - x[target]) + log sum exp(x -
+ * max)). A row that fits in shared memory (V up to about 57000) is read from global memory once,
+ * a longer one twice (the second read mostly from L2); a row with no target is not read beyond
+ * its k entries. 1 <= k <= 1024 and k <= V, else -1. Deterministic (fixed reduction trees). */
+int kern_cuda_distill_loss_f32(float *ce, float *kl, kern_bf16 *dlogits, const float *logits,
+                               const int *targets, const int *idx, const float *teacher_val,
+                               int n, int V, int k, float ce_scale, float kl_scale, kern_cuda_stream s);
+
 #ifdef __cplusplus
 }
 #endif
