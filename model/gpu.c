@@ -14,16 +14,11 @@
 #include <string.h>
 
 typedef kern_bf16 bf16;
-/* TEMP until loss.cu lands */
-int kern_cuda_topk_f32(int *idx, float *val, const float *logits, int n, int V, int k, kern_cuda_stream s);
-int kern_cuda_distill_loss_f32(float *ce, float *kl, kern_bf16 *dlogits, const float *logits,
-                               const int *targets, const int *idx, const float *teacher_val,
-                               int n, int V, int k, float ce_scale, float kl_scale, kern_cuda_stream s);
 
 /* one layer's student attention: what its backward needs */
 typedef struct attn_acts {
     bf16 *q0, *k0, *v, *qr, *kr, *krep, *yswa, *yhat;
-    float *o, *lse, *phq_h, *phk_h, *vh, *hm_h, *it, *lf, *it_h, *lf_h, *saved;
+    float *o, *lse, *phq, *phk, *phq_h, *phk_h, *vh, *hm, *hm_h, *it, *lf, *it_h, *lf_h, *saved;
 } attn_acts;
 
 typedef struct layer_acts {
@@ -57,7 +52,7 @@ struct gpu_net {
     bf16 *cap_xn, *cap_attn;
     /* backward temporaries */
     float *dx, *dxn, *dact, *dyhat, *d_o, *dhm, *dhm_h, *dphq_h, *dphk_h, *dvh, *dit_h, *dlf_h, *dit, *dlf;
-    float *ph_tmp, *dph_tmp, *hm_tmp, *dq, *dkrep, *dk, *dv;
+    float *dph_tmp, *dq, *dkrep, *dk, *dv;
     void *ws;
     bf16 *dx_bf, *dgate, *dup, *dyswa, *dq_s, *dk_s, *dv_s, *dq_bf, *dk_bf, *dv_bf;
     /* the loss */
@@ -68,9 +63,59 @@ struct gpu_net {
 static int cuda_fail(xd_err *e, const char *what) {
     return xd_fail(e, "%s: %s", what, kern_cuda_last_error());
 }
+/* The profile (gpu_profile): every kernel call timed alone (a sync before and after), summed by
+ * the called function's name. Off: one branch per call. */
+static bool prof_on;
+typedef struct prof_entry {
+    char name[48];
+    double secs;
+    long calls;
+} prof_entry;
+static prof_entry prof[64];
+static int prof_n;
+static double prof_start(void) {
+    kern_cuda_sync(NULL);
+    return xd_now();
+}
+static void prof_add(const char *call, double t0) {
+    kern_cuda_sync(NULL);
+    double dt = xd_now() - t0;
+    size_t len = strcspn(call, "(");
+    if (len >= sizeof prof[0].name) len = sizeof prof[0].name - 1;
+    int i = 0;
+    while (i < prof_n && (strlen(prof[i].name) != len || strncmp(prof[i].name, call, len))) i++;
+    if (i == prof_n) {
+        if (prof_n == 64) return;
+        memset(&prof[prof_n], 0, sizeof prof[prof_n]);
+        memcpy(prof[prof_n].name, call, len);
+        prof[prof_n++].name[len] = 0;
+    }
+    prof[i].secs += dt;
+    prof[i].calls++;
+}
+void gpu_profile(bool on) {
+    prof_on = on;
+    prof_n = 0;
+}
+void gpu_profile_report(FILE *f, double per) {
+    double total = 0;
+    for (int i = 0; i < prof_n; i++) total += prof[i].secs;
+    for (int i = 0; i < prof_n; i++) /* by time, largest first */
+        for (int j = i + 1; j < prof_n; j++)
+            if (prof[j].secs > prof[i].secs) {
+                prof_entry t = prof[i];
+                prof[i] = prof[j], prof[j] = t;
+            }
+    for (int i = 0; i < prof_n; i++)
+        fprintf(f, "  %-32s %9.2f ms %5.1f %% %7ld calls\n", prof[i].name, 1e3 * prof[i].secs / per,
+                100 * prof[i].secs / total, prof[i].calls);
+}
+
 #define K(call)                                                  \
     do {                                                         \
+        double t0_ = prof_on ? prof_start() : 0;                 \
         if ((call) != 0) return cuda_fail(e, #call);             \
+        if (prof_on) prof_add(#call, t0_);                       \
     } while (0)
 
 /* ---- the arena: every buffer carved from one allocation (sizes first, then addresses) ---- */
@@ -99,8 +144,8 @@ static void carve(gpu_net *g, arena *a) {
         TAKE(a, g->m, g->n_params);
         TAKE(a, g->v, g->n_params);
     }
-    TAKE(a, g->cos_t, (size_t)g->T * half);
-    TAKE(a, g->sin_t, (size_t)g->T * half);
+    TAKE(a, g->cos_t, N * half); /* the T positions' rows once per sequence: one RoPE call a batch */
+    TAKE(a, g->sin_t, N * half);
     TAKE(a, g->ids, N);
     TAKE(a, g->uniq, N);
     TAKE(a, g->starts, N + 1);
@@ -130,6 +175,9 @@ static void carve(gpu_net *g, arena *a) {
             TAKE(a, at->krep, N * qd);
             TAKE(a, at->yhat, N * qd);
             TAKE(a, at->o, N * H);
+            TAKE(a, at->phq, N * qd);
+            TAKE(a, at->phk, N * qd);
+            TAKE(a, at->hm, N * qd);
             TAKE(a, at->phq_h, N * qd);
             TAKE(a, at->phk_h, N * qd);
             TAKE(a, at->vh, N * qd);
@@ -151,10 +199,7 @@ static void carve(gpu_net *g, arena *a) {
         TAKE(a, g->cap_xn, nl * N * D);
         TAKE(a, g->cap_attn, nl * N * qd);
     }
-    if (g->student) {
-        TAKE(a, g->ph_tmp, N * qd);
-        TAKE(a, g->hm_tmp, N * qd);
-    }
+
     if (train) {
         if (g->flags & GPU_LOGITS) {
             TAKE(a, g->dlogits, N * V);
@@ -254,10 +299,12 @@ int gpu_net_open(gpu_net **out, const model_transformer *m, int device, int B, i
     int rc = tab ? 0 : -1;
     if (tab) {
         kern_rope_tables_f32(tab, tab + (size_t)T * half, 0, T, half, m->rope_inv_freq);
-        if (kern_cuda_copy(g->cos_t, tab, sizeof(float) * (size_t)T * half, 0, NULL) ||
-            kern_cuda_copy(g->sin_t, tab + (size_t)T * half, sizeof(float) * (size_t)T * half, 0, NULL) ||
-            kern_cuda_sync(NULL))
-            rc = cuda_fail(e, "gpu: RoPE tables");
+        size_t bytes = sizeof(float) * (size_t)T * half;
+        for (int b = 0; b < B && rc == 0; b++)
+            if (kern_cuda_copy((char *)g->cos_t + b * bytes, tab, bytes, 0, NULL) ||
+                kern_cuda_copy((char *)g->sin_t + b * bytes, tab + (size_t)T * half, bytes, 0, NULL) ||
+                kern_cuda_sync(NULL))
+                rc = cuda_fail(e, "gpu: RoPE tables");
         free(tab);
     }
     if (rc == 0) rc = gpu_net_set_params(g, m->params, e);
@@ -375,11 +422,8 @@ static int qkv_rope(gpu_net *g, const model_layer_offsets *o, const bf16 *xn, at
         return -1;
     K(kern_cuda_copy(a->qr, a->q0, sizeof(bf16) * (size_t)g->N * qd, 2, NULL));
     K(kern_cuda_copy(a->kr, a->k0, sizeof(bf16) * (size_t)g->N * kvd, 2, NULL));
-    for (int b = 0; b < g->B; b++) {
-        size_t t0 = (size_t)b * g->T;
-        K(kern_cuda_rope_bf16(a->qr + t0 * qd, g->T, H, d, 0, g->cos_t, g->sin_t, NULL));
-        K(kern_cuda_rope_bf16(a->kr + t0 * kvd, g->T, G, d, 0, g->cos_t, g->sin_t, NULL));
-    }
+    K(kern_cuda_rope_bf16(a->qr, g->N, H, d, 0, g->cos_t, g->sin_t, NULL));
+    K(kern_cuda_rope_bf16(a->kr, g->N, G, d, 0, g->cos_t, g->sin_t, NULL));
     return 0;
 }
 
@@ -396,10 +440,10 @@ static int student_attention_fwd(gpu_net *g, int layer, const bf16 *xn, attn_act
         K(kern_cuda_repeat_heads_bf16(a->krep, a->kr, N, H, G, d, NULL));
         kx = a->krep;
     }
-    K(kern_cuda_feature_map_fwd_bf16(g->ph_tmp, a->qr, pf(g, o->fmap_q), N, H, d, NULL));
-    K(kern_cuda_to_heads_f32(a->phq_h, g->ph_tmp, B, T, H, H, d, NULL));
-    K(kern_cuda_feature_map_fwd_bf16(g->ph_tmp, kx, pf(g, o->fmap_k), N, H, d, NULL));
-    K(kern_cuda_to_heads_f32(a->phk_h, g->ph_tmp, B, T, H, H, d, NULL));
+    K(kern_cuda_feature_map_fwd_bf16(a->phq, a->qr, pf(g, o->fmap_q), N, H, d, NULL));
+    K(kern_cuda_to_heads_f32(a->phq_h, a->phq, B, T, H, H, d, NULL));
+    K(kern_cuda_feature_map_fwd_bf16(a->phk, kx, pf(g, o->fmap_k), N, H, d, NULL));
+    K(kern_cuda_to_heads_f32(a->phk_h, a->phk, B, T, H, H, d, NULL));
     K(kern_cuda_to_heads_bf16(a->vh, a->v, B, T, H, G, d, NULL));
     K(kern_cuda_gates_fwd_bf16(a->it, a->lf, xn, pf(g, o->igate_w), pf(g, o->igate_b), pf(g, o->fgate_w),
                                pf(g, o->fgate_b), N, D, H, NULL));
@@ -407,8 +451,8 @@ static int student_attention_fwd(gpu_net *g, int layer, const bf16 *xn, attn_act
     K(kern_cuda_to_heads_f32(a->lf_h, a->lf, B, T, H, H, 1, NULL));
     K(kern_cuda_mlstm_fwd(a->hm_h, a->saved, a->phq_h, a->phk_h, a->vh, a->it_h, a->lf_h, B * H, T, c->chunk, d, d,
                           (float)c->mlstm_eps, NULL));
-    K(kern_cuda_from_heads_f32(g->hm_tmp, a->hm_h, B, T, H, H, d, 0, NULL));
-    K(kern_cuda_mix_fwd(a->yhat, a->o, g->hm_tmp, a->yswa, N, H, d, NULL));
+    K(kern_cuda_from_heads_f32(a->hm, a->hm_h, B, T, H, H, d, 0, NULL));
+    K(kern_cuda_mix_fwd(a->yhat, a->o, a->hm, a->yswa, N, H, d, NULL));
     return 0;
 }
 
@@ -420,8 +464,7 @@ static int student_attention_bwd(gpu_net *g, int layer, const bf16 *xn, const at
     const model_layer_offsets *o = &g->L->layers[layer];
     int B = g->B, T = g->T, N = g->N, D = c->hidden, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
     size_t qd = (size_t)H * d, kvd = (size_t)G * d;
-    K(kern_cuda_from_heads_f32(g->hm_tmp, a->hm_h, B, T, H, H, d, 0, NULL));
-    K(kern_cuda_mix_bwd(g->d_o, g->dhm, g->dyswa, dyhat, a->o, g->hm_tmp, a->yswa, N, H, d, NULL));
+    K(kern_cuda_mix_bwd(g->d_o, g->dhm, g->dyswa, dyhat, a->o, a->hm, a->yswa, N, H, d, NULL));
     K(kern_cuda_to_heads_f32(g->dhm_h, g->dhm, B, T, H, H, d, NULL));
     K(kern_cuda_mlstm_bwd(g->dphq_h, g->dphk_h, g->dvh, g->dit_h, g->dlf_h, g->ws, g->dhm_h, a->hm_h, a->saved,
                           a->phq_h, a->phk_h, a->vh, a->it_h, a->lf_h, B * H, T, c->chunk, d, d, (float)c->mlstm_eps,
@@ -434,14 +477,12 @@ static int student_attention_bwd(gpu_net *g, int layer, const bf16 *xn, const at
                                g->dit, g->dlf, xn, a->lf, pf(g, o->igate_w), pf(g, o->fgate_w), N, D, H, NULL));
     /* feature maps: d(rope'd q) into dq, d(rope'd, repeated k) into dkrep */
     K(kern_cuda_zero(g->dq, sizeof(float) * N * qd, NULL));
-    K(kern_cuda_from_heads_f32(g->ph_tmp, a->phq_h, B, T, H, H, d, 0, NULL));
     K(kern_cuda_from_heads_f32(g->dph_tmp, g->dphq_h, B, T, H, H, d, 0, NULL));
-    K(kern_cuda_feature_map_bwd_bf16(g->dq, gf(g, o->fmap_q), g->dph_tmp, g->ph_tmp, a->qr, pf(g, o->fmap_q), N, H, d,
+    K(kern_cuda_feature_map_bwd_bf16(g->dq, gf(g, o->fmap_q), g->dph_tmp, a->phq, a->qr, pf(g, o->fmap_q), N, H, d,
                                      NULL));
     K(kern_cuda_zero(g->dkrep, sizeof(float) * N * qd, NULL));
-    K(kern_cuda_from_heads_f32(g->ph_tmp, a->phk_h, B, T, H, H, d, 0, NULL));
     K(kern_cuda_from_heads_f32(g->dph_tmp, g->dphk_h, B, T, H, H, d, 0, NULL));
-    K(kern_cuda_feature_map_bwd_bf16(g->dkrep, gf(g, o->fmap_k), g->dph_tmp, g->ph_tmp, G != H ? a->krep : a->kr,
+    K(kern_cuda_feature_map_bwd_bf16(g->dkrep, gf(g, o->fmap_k), g->dph_tmp, a->phk, G != H ? a->krep : a->kr,
                                      pf(g, o->fmap_k), N, H, d, NULL));
     K(kern_cuda_zero(g->dk, sizeof(float) * N * kvd, NULL));
     K(kern_cuda_sum_heads_f32(g->dk, g->dkrep, N, H, G, d, NULL));

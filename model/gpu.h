@@ -11,6 +11,7 @@
 #include "model.h"
 
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct gpu_net gpu_net;
 
@@ -77,5 +78,10 @@ int gpu_net_get_moments(gpu_net *g, float *m, float *v, xd_err *e);
 int gpu_net_clip_adamw(gpu_net *g, const uint64_t *offset, const uint64_t *count, int n_ranges,
                        double max_norm, double lr, double beta1, double beta2, double eps,
                        double weight_decay, long step, double *norm, xd_err *e);
+
+/* Per-kernel timing (each call alone, synchronised) summed by function; the report divides by
+ * per (steps) and lists the largest first. For benchmarks only: the syncs cost time. */
+void gpu_profile(bool on);
+void gpu_profile_report(FILE *f, double per);
 
 #endif

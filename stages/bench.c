@@ -76,7 +76,7 @@ static double gemm_peak_tflops(xd_err *e) {
 }
 
 static int bench_gpu(const model_transformer *teacher, const model_transformer *student, int device, int B, int T,
-                     int steps, bool do_align, bool do_distill, double peak, xd_err *e) {
+                     int steps, bool do_align, bool do_distill, double peak, bool profile, xd_err *e) {
     const model_config *c = &teacher->cfg;
     int N = B * T;
     int *tokens = xd_malloc(sizeof(int) * 2 * (size_t)N, e), *targets = tokens ? tokens + N : NULL;
@@ -101,7 +101,8 @@ static int bench_gpu(const model_transformer *teacher, const model_transformer *
             free(zeros);
         }
         double t_total = 0, parts[4] = {0};
-        for (int s = 0; s <= steps && rc == 0; s++) { /* step 0 warms up */
+        for (int s = 0; s <= steps + profile && rc == 0; s++) { /* step 0 warms up; a last one profiled */
+            if (s == steps + 1) gpu_profile(true);
             double ce, kl, norm, t0 = now_synced(), t1, t2, t3;
             rc = gpu_net_zero_grads(gs, e) || gpu_teacher_forward(gt, tokens, e);
             t1 = now_synced();
@@ -112,7 +113,7 @@ static int bench_gpu(const model_transformer *teacher, const model_transformer *
             t3 = now_synced();
             rc = rc || gpu_net_clip_adamw(gs, &off, &cnt, 1, 1.0, 1e-5, 0.9, 0.95, 1e-8, 0.1, s + 1, &norm, e);
             double t4 = now_synced();
-            if (s) {
+            if (s && s <= steps) {
                 t_total += t4 - t0;
                 parts[0] += t1 - t0, parts[1] += t2 - t1, parts[2] += t3 - t2, parts[3] += t4 - t3;
             }
@@ -125,6 +126,11 @@ static int bench_gpu(const model_transformer *teacher, const model_transformer *
                    c->model_type, B, T, tps, 1e3 * t_total / steps, 1e3 * parts[0] / steps, 1e3 * parts[1] / steps,
                    1e3 * parts[2] / steps, 1e3 * parts[3] / steps, flops * tps / 1e12, 100 * flops * tps / 1e12 / peak,
                    100 * flops * tps / 1e12 / 989, (gpu_net_bytes(gt) + gpu_net_bytes(gs)) / 1073741824.0);
+            if (profile) {
+                printf("distill profile (one step, each call synchronised):\n");
+                gpu_profile_report(stdout, 1);
+                gpu_profile(false);
+            }
         }
         gpu_net_close(gs);
         gpu_net_close(gt);
@@ -135,7 +141,8 @@ static int bench_gpu(const model_transformer *teacher, const model_transformer *
         rc = gpu_net_open(&gt, teacher, device, B, T, 0, 0, last, e);
         if (rc == 0) rc = gpu_net_open(&gs, student, device, B, T, GPU_TRAIN | GPU_ONE_LAYER, 0, -1, e);
         double t_total = 0;
-        for (int s = 0; s <= steps && rc == 0; s++) {
+        for (int s = 0; s <= steps + profile && rc == 0; s++) {
+            if (s == steps + 1) gpu_profile(true);
             double t0 = now_synced();
             rc = gpu_net_zero_grads(gs, e) || gpu_teacher_forward(gt, tokens, e);
             for (int l = 0; l <= last && rc == 0; l++) {
@@ -145,7 +152,7 @@ static int bench_gpu(const model_transformer *teacher, const model_transformer *
                      gpu_student_layer_backward(gs, l, gpu_net_capture_xn(gt, l), gpu_net_dyhat(gs), e);
             }
             double dt = now_synced() - t0;
-            if (s) t_total += dt;
+            if (s && s <= steps) t_total += dt;
         }
         if (rc == 0) {
             double tps = (double)N * steps / t_total;
@@ -156,6 +163,11 @@ static int bench_gpu(const model_transformer *teacher, const model_transformer *
                    c->model_type, B, T, c->n_layers, tps, 1e3 * t_total / steps, flops * tps / 1e12,
                    100 * flops * tps / 1e12 / peak, 100 * flops * tps / 1e12 / 989,
                    (gpu_net_bytes(gt) + gpu_net_bytes(gs)) / 1073741824.0);
+            if (profile) {
+                printf("align profile (one step, each call synchronised):\n");
+                gpu_profile_report(stdout, 1);
+                gpu_profile(false);
+            }
         }
         gpu_net_close(gs);
         gpu_net_close(gt);
@@ -169,6 +181,7 @@ int stage_bench(int argc, char **argv) {
     const char *shape = "smollm2-135m", *stage = "all", *device = "cuda";
     int B = 8, T = 2048, steps = 5, window = 512, sinks = 4, chunk = 64;
     double peak = 0;
+    bool profile = false;
     arg_spec specs[] = {
         {"--shape", ARG_STRING, &shape, "smollm2-135m (default) or llama-1b: a teacher of that shape, random weights", false},
         {"--stage", ARG_STRING, &stage, "align, distill or all (default)", false},
@@ -180,6 +193,7 @@ int stage_bench(int argc, char **argv) {
         {"--sinks", ARG_INT, &sinks, "sink tokens (default 4)", false},
         {"--chunk", ARG_INT, &chunk, "mLSTM chunk (default 64)", false},
         {"--peak", ARG_DOUBLE, &peak, "TFLOP/s for the MFU (default: the measured cuBLAS bf16 GEMM)", false},
+        {"--profile", ARG_FLAG, &profile, "then one more step with every kernel call timed, by function", false},
     };
     int n = (int)(sizeof specs / sizeof specs[0]);
     xd_err e = {{0}};
@@ -207,7 +221,7 @@ int stage_bench(int argc, char **argv) {
         else rc = xd_fail(&e, "device \"%s\": xtrain bench runs on cuda or cuda:N", device);
     }
 #ifndef XD_HAVE_CUDA
-    (void)cuda, (void)peak;
+    (void)cuda, (void)peak, (void)profile;
     if (rc == 0) rc = xd_fail(&e, "this xtrain was built without the CUDA backend");
 #endif
     model_transformer teacher, student;
@@ -221,7 +235,7 @@ int stage_bench(int argc, char **argv) {
                "%d timed steps\n",
                shape, teacher.n_params / 1e6, student.n_params / 1e6, B, T, steps);
 #ifdef XD_HAVE_CUDA
-    if (rc == 0) rc = bench_gpu(&teacher, &student, cuda, B, T, steps, do_align, do_distill, peak, &e);
+    if (rc == 0) rc = bench_gpu(&teacher, &student, cuda, B, T, steps, do_align, do_distill, peak, profile, &e);
 #endif
     if (rc) fprintf(stderr, "xtrain bench: %s\n", e.msg);
     model_transformer_free(&student);

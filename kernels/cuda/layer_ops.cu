@@ -10,7 +10,9 @@
 #include <stdlib.h>
 
 #define THREADS 256
-#define CHUNK 256 /* rows per partial sum of a weight gradient */
+#define CHUNK 256    /* rows per partial sum of a weight gradient */
+#define RMS_CHUNK 64 /* rows per block (and partial dw) of the RMSNorm backward */
+#define OG_CHUNK 64  /* tokens per partial of the output gate's weight gradient */
 
 static unsigned grid_for(size_t n) {
     size_t b = (n + THREADS - 1) / THREADS;
@@ -132,14 +134,14 @@ extern "C" int kern_cuda_rmsnorm_f32(kern_bf16 *y, const float *x, const float *
 }
 
 /* dx (= or +=) r (dy w) - x r^3 mean(dy w x); one warp per row; the row's dw terms dy x r go to
- * a per-CHUNK partial, one block of 8 warps walking CHUNK rows */
+ * a per-RMS_CHUNK partial, one block of 8 warps walking RMS_CHUNK rows */
 static __global__ void rmsnorm_bwd_kernel(float *dx, float *part, const float *dy, const float *x, const float *w,
                                           int n, int d, float eps, int accumulate) {
     extern __shared__ float dws[]; /* [8][d] */
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     for (int i = threadIdx.x; i < 8 * d; i += blockDim.x) dws[i] = 0;
     __syncthreads();
-    int first = blockIdx.x * CHUNK, last = min(n, first + CHUNK);
+    int first = blockIdx.x * RMS_CHUNK, last = min(n, first + RMS_CHUNK);
     for (int row = first + warp; row < last; row += 8) {
         const float *xr = x + (size_t)row * d, *g = dy + (size_t)row * d;
         float ss = 0, dot = 0;
@@ -184,7 +186,7 @@ extern "C" int kern_cuda_rmsnorm_bwd_f32(float *dx, float *dw, const float *dy, 
     if (d > 6144) return bad("kern_cuda_rmsnorm_bwd_f32: rows wider than 6144");
     if (smem > 48 * 1024)
         CUDA_TRY(cudaFuncSetAttribute(rmsnorm_bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    int chunks = (n + CHUNK - 1) / CHUNK;
+    int chunks = (n + RMS_CHUNK - 1) / RMS_CHUNK;
     float *part;
     CUDA_TRY(cudaMallocAsync((void **)&part, sizeof(float) * chunks * d, s));
     rmsnorm_bwd_kernel<<<chunks, 256, smem, s>>>(dx, part, dy, x, w, n, d, eps, accumulate);
@@ -327,11 +329,11 @@ static __global__ void ogate_bwd_x_kernel(float *dz, float *dq, float *dk, float
         dv[i] += av;
     }
 }
-/* per CHUNK tokens and head: partial dw[h, 0:3d] = sum dz [q; k; v], partial db[h] = sum dz */
+/* per OG_CHUNK tokens and head: partial dw[h, 0:3d] = sum dz [q; k; v], partial db[h] = sum dz */
 static __global__ void ogate_bwd_w_kernel(float *part, const float *dz, const kern_bf16 *q, const kern_bf16 *k,
                                           const kern_bf16 *v, int n, int H, int G, int d) {
     int h = blockIdx.y, g = h / (H / G), per = 3 * d + 1;
-    int first = blockIdx.x * CHUNK, last = min(n, first + CHUNK);
+    int first = blockIdx.x * OG_CHUNK, last = min(n, first + OG_CHUNK);
     float *out = part + ((size_t)blockIdx.x * H + h) * per;
     for (int c = threadIdx.x; c < per; c += blockDim.x) {
         float acc = 0;
@@ -361,7 +363,7 @@ extern "C" int kern_cuda_output_gate_bwd(float *dq, float *dk, float *dv, float 
                                          const float *o, const kern_bf16 *q, const kern_bf16 *k, const kern_bf16 *v,
                                          const float *w, int n, int H, int G, int d, kern_cuda_stream s) {
     if (n <= 0 || G <= 0 || H % G) return n == 0 ? 0 : bad("kern_cuda_output_gate_bwd: bad shape");
-    int chunks = (n + CHUNK - 1) / CHUNK;
+    int chunks = (n + OG_CHUNK - 1) / OG_CHUNK;
     float *dz, *part;
     size_t per = (size_t)H * (3 * d + 1);
     CUDA_TRY(cudaMallocAsync((void **)&dz, sizeof(float) * ((size_t)n * H + per * chunks), s));
@@ -369,7 +371,7 @@ extern "C" int kern_cuda_output_gate_bwd(float *dq, float *dk, float *dv, float 
     ogate_bwd_x_kernel<<<grid_for((size_t)n * G * d), THREADS, 0, s>>>(dz, dq, dk, dv, d_o, o, w, n, H, G, d);
     cudaError_t err = cudaGetLastError();
     if (err == cudaSuccess) {
-        ogate_bwd_w_kernel<<<dim3(chunks, H), 128, 0, s>>>(part, dz, q, k, v, n, H, G, d);
+        ogate_bwd_w_kernel<<<dim3(chunks, H), 64 * ((3 * d + 64) / 64), 0, s>>>(part, dz, q, k, v, n, H, G, d);
         err = cudaGetLastError();
     }
     if (err == cudaSuccess) {
@@ -425,25 +427,54 @@ extern "C" int kern_cuda_mix_bwd(float *d_o, float *dhm, kern_bf16 *dyswa, const
 
 /* ---- token-major <-> head-major ---- */
 
-/* dst [B*H, T, d] fp32 from src [B*T, G*d] (fp32 or bf16), kv head h / (H/G) for query head h */
+/* dst [B*H, T, d] fp32 from src [B*T, G*d] (fp32 or bf16), kv head h / (H/G) for query head h;
+ * four elements per thread (d % 4 == 0, checked by the callers' shapes) */
 static __global__ void to_heads_kernel(float *dst, const float *src, const kern_bf16 *srcb, int B, int T, int H,
                                        int G, int d) {
-    int group = H / G;
-    FOR_EACH(i, (size_t)B * H * T * d) {
-        int c = (int)(i % d);
-        size_t r = i / d;
+    int group = H / G, q = d / 4;
+    FOR_EACH(i, (size_t)B * H * T * q) {
+        int c = (int)(i % q) * 4;
+        size_t r = i / q;
         int t = (int)(r % T);
         size_t bh = r / T;
         int h = (int)(bh % H), b = (int)(bh / H);
         size_t from = (((size_t)b * T + t) * G + h / group) * d + c;
-        dst[i] = src ? src[from] : bf(srcb[from]);
+        float4 v;
+        if (src) v = *(const float4 *)(src + from);
+        else {
+            uint2 u = *(const uint2 *)(srcb + from);
+            v = make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                            __uint_as_float(u.y & 0xffff0000u));
+        }
+        *(float4 *)(dst + r * d + c) = v;
     }
+}
+static __global__ void gates_to_heads_kernel(float *dst, const float *src, int B, int T, int H, int G) {
+    FOR_EACH(i, (size_t)B * H * T) {
+        int t = (int)(i % T);
+        size_t bh = i / T;
+        int h = (int)(bh % H), b = (int)(bh / H);
+        dst[i] = src[((size_t)b * T + t) * G + h / (H / G)];
+    }
+}
+static int heads_shape(int d) {
+    if (d % 4) {
+        snprintf(kern_cuda_error_text, sizeof kern_cuda_error_text, "head moves: d %d is not a multiple of 4", d);
+        return -1;
+    }
+    return 0;
 }
 extern "C" int kern_cuda_to_heads_f32(float *dst, const float *src, int B, int T, int H, int G, int d,
                                       kern_cuda_stream s) {
     size_t n = (size_t)B * H * T * d;
     if (!n) return 0;
-    to_heads_kernel<<<grid_for(n), THREADS, 0, s>>>(dst, src, NULL, B, T, H, G, d);
+    if (d == 1) { /* the gates: a transpose per sequence */
+        gates_to_heads_kernel<<<grid_for(n), THREADS, 0, s>>>(dst, src, B, T, H, G);
+        CUDA_TRY(cudaGetLastError());
+        return 0;
+    }
+    if (heads_shape(d)) return -1;
+    to_heads_kernel<<<grid_for(n / 4), THREADS, 0, s>>>(dst, src, NULL, B, T, H, G, d);
     CUDA_TRY(cudaGetLastError());
     return 0;
 }
@@ -451,30 +482,48 @@ extern "C" int kern_cuda_to_heads_bf16(float *dst, const kern_bf16 *src, int B, 
                                        kern_cuda_stream s) {
     size_t n = (size_t)B * H * T * d;
     if (!n) return 0;
-    to_heads_kernel<<<grid_for(n), THREADS, 0, s>>>(dst, NULL, src, B, T, H, G, d);
+    if (heads_shape(d)) return -1;
+    to_heads_kernel<<<grid_for(n / 4), THREADS, 0, s>>>(dst, NULL, src, B, T, H, G, d);
     CUDA_TRY(cudaGetLastError());
     return 0;
 }
-/* dst [B*T, G*d] (= or +=) the sum over the group's query heads of src [B*H, T, d] */
+/* dst [B*T, G*d] (= or +=) the sum over the group's query heads of src [B*H, T, d]; d = 1 (the
+ * gates) one element per thread, else four */
 static __global__ void from_heads_kernel(float *dst, const float *src, int B, int T, int H, int G, int d,
                                          int accumulate) {
-    int group = H / G;
-    FOR_EACH(i, (size_t)B * T * G * d) {
-        int c = (int)(i % d);
-        size_t r = i / d;
+    int group = H / G, w = d == 1 ? 1 : 4, q = d / w;
+    FOR_EACH(i, (size_t)B * T * G * q) {
+        int c = (int)(i % q) * w;
+        size_t r = i / q;
         int g = (int)(r % G);
         size_t bt = r / G;
         int t = (int)(bt % T), b = (int)(bt / T);
-        float acc = 0;
-        for (int j = 0; j < group; j++) acc += src[(((size_t)b * H + g * group + j) * T + t) * d + c];
-        dst[i] = accumulate ? dst[i] + acc : acc;
+        float4 acc = make_float4(0, 0, 0, 0);
+        for (int j = 0; j < group; j++) {
+            const float *p = src + (((size_t)b * H + g * group + j) * T + t) * d + c;
+            if (w == 1) acc.x += *p;
+            else {
+                float4 v = *(const float4 *)p;
+                acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+            }
+        }
+        float *o = dst + r * d + c;
+        if (w == 1) *o = accumulate ? *o + acc.x : acc.x;
+        else {
+            if (accumulate) {
+                float4 old = *(float4 *)o;
+                acc.x += old.x, acc.y += old.y, acc.z += old.z, acc.w += old.w;
+            }
+            *(float4 *)o = acc;
+        }
     }
 }
 extern "C" int kern_cuda_from_heads_f32(float *dst, const float *src, int B, int T, int H, int G, int d,
                                         int accumulate, kern_cuda_stream s) {
     size_t n = (size_t)B * T * G * d;
     if (!n) return 0;
-    from_heads_kernel<<<grid_for(n), THREADS, 0, s>>>(dst, src, B, T, H, G, d, accumulate);
+    if (d != 1 && heads_shape(d)) return -1;
+    from_heads_kernel<<<grid_for(d == 1 ? n : n / 4), THREADS, 0, s>>>(dst, src, B, T, H, G, d, accumulate);
     CUDA_TRY(cudaGetLastError());
     return 0;
 }
