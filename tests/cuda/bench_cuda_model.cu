@@ -2,8 +2,8 @@
  * model: a random small teacher (forward logits, align's captures) and a random student with GQA,
  * a window shorter than the sequence and a chunk that does not divide it (forward logits, every
  * parameter's gradient from random dlogits, one align layer forward and backward), the
- * distillation loss, clipping + AdamW. bf16 results within 1e-2 relative (max |error| over max
- * |reference|), fp32 ones within 1e-5.
+ * distillation loss, clipping + AdamW. Model results are held to 1 % or to a multiple of their
+ * bf16 floor (check_floor below), the loss and the optimiser's fp32 results to 1e-5.
  *     build/tests/bench_cuda_model [seed] */
 #include "bench_cuda.h"
 
@@ -62,24 +62,35 @@ static double l2_err(const float *got, const float *want, size_t n) {
     }
     return dd == dd ? sqrt(dd / std::max(ww, 1e-300)) : INFINITY;
 }
+static float round_bf16(float x) { return xd_bf16_to_f32(xd_f32_to_bf16(x)); }
 
-/* Every tensor's gradient (layer >= 0: only that layer's new tensors, as align trains), by the
- * L2 error relative to the reference's norm: bf16 rounding noise averages out in it, a wrong
- * term does not. The input gate's bias is the exception: the mLSTM's output is (nearly)
- * unchanged when every input-gate pre-activation of a head moves by the same amount, so its
- * exact gradient, the sum over tokens of d itilde, nearly cancels; its error is measured against
- * the norm of the same layer's input-gate weight gradient (the same d itilde, weighted by x, no
- * cancellation). The max-abs measure is printed beside, for the record. */
-/* The gradients' tolerance. A gradient here passes through some twenty bf16 roundings (the
- * activations each product reads, the residual gradient cast before each product, yswa, the
- * RoPE'd q and k the feature maps read) and through differences of nearly equal terms (the
- * output gate's hm - yswa, the gates' sums over tokens), so it is held to 3 % in L2, while every
- * single op's harness holds it to 1 %. Seed 2026 on the H200: 0.4 % to 2.6 % per tensor. */
-#define GRAD_TOL 3e-2
-static void check_grads(const char *what, const model_layout *L, const float *got, const float *want, int layer) {
-    double worst = 0, worst_max = 0;
+/* A whole model is not one op: its results pass through many bf16 roundings and through
+ * differences of nearly equal terms (the output gate's hm - yswa, the gates' sums over tokens),
+ * so a fixed 1 % cannot hold everywhere. The yardstick is the CPU f32 model run a second time with
+ * its weights rounded to bf16 (the GPU's products read bf16 weights): how far that moves a result
+ * from the f32 one is the floor any bf16 implementation sits at. A GPU result passes within 1 %,
+ * or within 4 times its floor (the GPU also rounds activations, about as many roundings again);
+ * an ill-conditioned result, one the weights' rounding alone moves by over 1 % (the gate biases'
+ * gradients, sums over tokens that nearly cancel), within 8 times: the conditioning amplifies
+ * the activations' roundings as it does the weights'. Planted bugs (the mLSTM's share of dv
+ * dropped, dk's RoPE backward skipped) land at 10 to 60 times the tolerance on most tensors. */
+static double floor_tol(double floor) { return std::max(1e-2, (floor > 1e-2 ? 8.0 : 4.0) * floor); }
+static void check_floor(const char *what, double err, double floor) {
+    double tol = floor_tol(floor);
+    checks++;
+    bool ok = err <= tol;
+    if (!ok) failures++;
+    printf("%-4s %-52s err %.2e (bf16-weight floor %.2e, tol %.1e)\n", ok ? "ok" : "FAIL", what, err, floor, tol);
+}
+
+/* Every tensor's gradient (layer >= 0: only that layer's new tensors, as align trains) in L2
+ * relative to the reference's norm, against the floor of that tensor (want_b: the CPU with bf16
+ * weights). Failing tensors are listed; the worst ratio to its tolerance is the summary. */
+static void check_grads(const char *what, const model_layout *L, const float *got, const float *want,
+                        const float *want_b, int layer) {
+    double worst = 0, worst_err = 0, worst_floor = 0;
     const char *worst_name = "";
-    int n = 0;
+    int n = 0, bad_n = 0;
     for (int i = 0; i < L->n_entries; i++) {
         const model_tensor_entry *t = &L->entries[i];
         int tl = -1;
@@ -87,28 +98,19 @@ static void check_grads(const char *what, const model_layout *L, const float *go
         if (layer >= 0 && (!t->student_new || tl != layer)) continue;
         n++;
         double err = l2_err(got + t->offset, want + t->offset, t->count);
-        if (strstr(t->name, "igate.bias")) {
-            char wname[96];
-            snprintf(wname, sizeof wname, "model.layers.%d.self_attn.igate.weight", tl);
-            const model_tensor_entry *w = model_layout_find(L, wname);
-            double dd = 0, ww = 0;
-            for (uint64_t j = 0; j < t->count; j++) dd += pow((double)got[t->offset + j] - want[t->offset + j], 2);
-            for (uint64_t j = 0; j < w->count; j++) ww += pow((double)want[w->offset + j], 2);
-            err = sqrt(dd / ww);
-        }
-        double em = rel_err(got + t->offset, want + t->offset, t->count);
-        worst_max = std::max(worst_max, em);
-        if (err > worst) worst = err, worst_name = t->name;
-        if (err > GRAD_TOL) {
+        double floor = l2_err(want_b + t->offset, want + t->offset, t->count);
+        double ratio = err / floor_tol(floor);
+        if (ratio > worst) worst = ratio, worst_name = t->name, worst_err = err, worst_floor = floor;
+        if (ratio > 1) {
             char line[160];
-            snprintf(line, sizeof line, "%s %s (max-abs %.1e)", what, t->name, em);
-            check(line, err, GRAD_TOL);
+            snprintf(line, sizeof line, "%s %s", what, t->name);
+            check_floor(line, err, floor);
+            bad_n++;
         }
     }
     char line[200];
-    snprintf(line, sizeof line, "%s gradients, %d tensors (worst %s; max-abs worst %.1e)", what, n, worst_name,
-             worst_max);
-    check(line, worst, GRAD_TOL);
+    snprintf(line, sizeof line, "%s gradients, %d tensors, %d over (worst %s)", what, n, bad_n, worst_name);
+    check_floor(line, worst_err, worst_floor);
 }
 
 static std::vector<float> download(const float *dev, size_t n) {
@@ -153,8 +155,9 @@ int main(int argc, char **argv) {
     OK(gpu_net_open(&gt, &teacher, 0, B, T, GPU_LOGITS, 0, 1, &e));
     printf("device: %s\n", gpu_net_device(gt));
     OK(gpu_teacher_forward(gt, tokens.data(), &e));
-    std::vector<float> tl(N * V), xn(2 * N * D), att(2 * N * qd);
-    {
+    /* the CPU f32 teacher, with its weights as they are and rounded to bf16 (the floor) */
+    auto cpu_teacher = [&](std::vector<float> &tl, std::vector<float> &xn, std::vector<float> &att) {
+        tl.assign(N * V, 0), xn.assign(2 * N * D, 0), att.assign(2 * N * qd, 0);
         model_kv_cache cache;
         OK(model_kv_cache_init(&cache, &tc, T, &e));
         std::vector<float> xs(2 * (size_t)T * D), as(2 * (size_t)T * qd);
@@ -171,43 +174,58 @@ int main(int argc, char **argv) {
             }
         }
         model_kv_cache_free(&cache);
+    };
+    std::vector<float> tl, xn, att, tl_b, xn_b, att_b;
+    cpu_teacher(tl, xn, att);
+    {
+        std::vector<float> keep(teacher.params, teacher.params + teacher.n_params);
+        for (uint64_t i = 0; i < teacher.n_params; i++) teacher.params[i] = round_bf16(teacher.params[i]);
+        cpu_teacher(tl_b, xn_b, att_b);
+        memcpy(teacher.params, keep.data(), sizeof(float) * teacher.n_params);
     }
     auto got = download(gpu_net_logits(gt), N * V);
-    check("teacher logits", rel_err(got.data(), tl.data(), N * V), 1e-2);
+    check_floor("teacher logits", rel_err(got.data(), tl.data(), N * V), rel_err(tl_b.data(), tl.data(), N * V));
     for (int l = 0; l < 2; l++) {
         auto gx = download_bf16(gpu_net_capture_xn(gt, l), N * D);
         auto ga2 = download_bf16(gpu_net_capture_attn(gt, l), N * qd);
+        size_t ox = (size_t)l * N * D, oa = (size_t)l * N * qd;
         char what[64];
         snprintf(what, sizeof what, "teacher capture xn, layer %d", l);
-        check(what, rel_err(gx.data(), xn.data() + (size_t)l * N * D, N * D), 1e-2);
+        check_floor(what, rel_err(gx.data(), xn.data() + ox, N * D), rel_err(xn_b.data() + ox, xn.data() + ox, N * D));
         snprintf(what, sizeof what, "teacher capture attn, layer %d", l);
-        check(what, rel_err(ga2.data(), att.data() + (size_t)l * N * qd, N * qd), 1e-2);
+        check_floor(what, rel_err(ga2.data(), att.data() + oa, N * qd),
+                    rel_err(att_b.data() + oa, att.data() + oa, N * qd));
     }
 
     /* ---- student: logits and every gradient ---- */
     OK(gpu_net_open(&gs, &student, 0, B, T, GPU_TRAIN | GPU_LOGITS, 0, -1, &e));
     OK(gpu_student_forward(gs, tokens.data(), &e));
-    std::vector<float> sl(N * V), grads(student.n_params, 0.0f);
     std::vector<uint16_t> dl_bf = random_bf16(N * V, 1e-3f);
     std::vector<float> dl = widen(dl_bf);
-    {
+    std::vector<float> student_b(student.params, student.params + student.n_params);
+    for (auto &x : student_b) x = round_bf16(x);
+    auto cpu_student = [&](const float *params, std::vector<float> &sl, std::vector<float> &grads) {
+        sl.assign(N * V, 0), grads.assign(student.n_params, 0);
         model_student_acts_f32 *acts;
         OK(model_student_acts_new_f32(&sc, T, true, &acts, &e));
         for (int b = 0; b < B; b++) {
-            OK(model_student_forward_f32(&sc, &student.layout, student.params, student.rope_inv_freq,
+            OK(model_student_forward_f32(&sc, &student.layout, params, student.rope_inv_freq,
                                          tokens.data() + (size_t)b * T, T, sl.data() + (size_t)b * T * V, acts, &e));
-            OK(model_student_backward_f32(&sc, &student.layout, student.params, acts, dl.data() + (size_t)b * T * V,
+            OK(model_student_backward_f32(&sc, &student.layout, params, acts, dl.data() + (size_t)b * T * V,
                                           grads.data(), tokens.data() + (size_t)b * T, &e));
         }
         model_student_acts_free_f32(acts);
-    }
+    };
+    std::vector<float> sl, grads, sl_b, grads_b;
+    cpu_student(student.params, sl, grads);
+    cpu_student(student_b.data(), sl_b, grads_b);
     got = download(gpu_net_logits(gs), N * V);
-    check("student logits", rel_err(got.data(), sl.data(), N * V), 1e-2);
+    check_floor("student logits", rel_err(got.data(), sl.data(), N * V), rel_err(sl_b.data(), sl.data(), N * V));
     CHECK_CUDA(cudaMemcpy(gpu_net_dlogits(gs), dl_bf.data(), 2 * N * V, cudaMemcpyHostToDevice));
     OK(gpu_student_backward(gs, &e));
     std::vector<float> gg(student.n_params);
     OK(gpu_net_get_grads(gs, gg.data(), &e));
-    check_grads("student", &student.layout, gg.data(), grads.data(), -1);
+    check_grads("student", &student.layout, gg.data(), grads.data(), grads_b.data(), -1);
     /* the same backward again from zero: bit for bit the same gradients (no atomics anywhere) */
     OK(gpu_net_zero_grads(gs, &e));
     OK(gpu_student_backward(gs, &e));
@@ -224,28 +242,33 @@ int main(int argc, char **argv) {
         if (!yhat) OK(-1);
         auto gy = download_bf16(yhat, N * qd);
         auto gx = download_bf16(gxn, N * D); /* the CPU side reads the same bf16 input */
-        std::vector<float> cy(N * qd), cg(student.n_params, 0.0f), gg(student.n_params);
         std::vector<uint16_t> dy_bf = random_bf16(N * qd, 1e-2f);
-        std::vector<float> dy = widen(dy_bf);
-        model_student_layer_f32 *w;
-        OK(model_student_layer_new_f32(&sc, student.rope_inv_freq, T, &w, &e));
-        for (int b = 0; b < B; b++) {
-            const float *y = model_student_layer_forward_f32(&sc, &student.layout, student.params, l,
-                                                             gx.data() + (size_t)b * T * D, w, &e);
-            if (!y) OK(-1);
-            memcpy(cy.data() + (size_t)b * T * qd, y, sizeof(float) * T * qd);
-            OK(model_student_layer_backward_f32(&sc, &student.layout, student.params, l, gx.data() + (size_t)b * T * D,
-                                                w, dy.data() + (size_t)b * T * qd, cg.data(), &e));
-        }
-        model_student_layer_free_f32(w);
+        std::vector<float> dy = widen(dy_bf), gg(student.n_params);
+        auto cpu_align = [&](const float *params, std::vector<float> &cy, std::vector<float> &cg) {
+            cy.assign(N * qd, 0), cg.assign(student.n_params, 0);
+            model_student_layer_f32 *w;
+            OK(model_student_layer_new_f32(&sc, student.rope_inv_freq, T, &w, &e));
+            for (int b = 0; b < B; b++) {
+                const float *y = model_student_layer_forward_f32(&sc, &student.layout, params, l,
+                                                                 gx.data() + (size_t)b * T * D, w, &e);
+                if (!y) OK(-1);
+                memcpy(cy.data() + (size_t)b * T * qd, y, sizeof(float) * T * qd);
+                OK(model_student_layer_backward_f32(&sc, &student.layout, params, l, gx.data() + (size_t)b * T * D, w,
+                                                    dy.data() + (size_t)b * T * qd, cg.data(), &e));
+            }
+            model_student_layer_free_f32(w);
+        };
+        std::vector<float> cy, cg, cy_b, cg_b;
+        cpu_align(student.params, cy, cg);
+        cpu_align(student_b.data(), cy_b, cg_b);
         char what[64];
         snprintf(what, sizeof what, "align layer %d yhat", l);
-        check(what, rel_err(gy.data(), cy.data(), N * qd), 1e-2);
+        check_floor(what, rel_err(gy.data(), cy.data(), N * qd), rel_err(cy_b.data(), cy.data(), N * qd));
         OK(gpu_net_zero_grads(ga, &e));
         CHECK_CUDA(cudaMemcpy(gpu_net_dyhat(ga), dy.data(), sizeof(float) * N * qd, cudaMemcpyHostToDevice));
         OK(gpu_student_layer_backward(ga, l, gxn, gpu_net_dyhat(ga), &e));
         OK(gpu_net_get_grads(ga, gg.data(), &e));
-        check_grads("align", &student.layout, gg.data(), cg.data(), l);
+        check_grads("align", &student.layout, gg.data(), cg.data(), cg_b.data(), l);
     }
 
     /* ---- distillation loss: GPU top-k of the teacher's logits, CE + KL of the student's ---- */
