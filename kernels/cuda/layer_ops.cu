@@ -667,7 +667,12 @@ extern "C" int kern_cuda_sync(kern_cuda_stream s) {
 }
 extern "C" int kern_cuda_use_device(int device, char *name, size_t cap, double *mem_gib) {
     int count = 0;
-    CUDA_TRY(cudaGetDeviceCount(&count));
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+        snprintf(kern_cuda_error_text, sizeof kern_cuda_error_text, "no usable CUDA device (%s)",
+                 cudaGetErrorString(err));
+        return -1;
+    }
     if (device < 0 || device >= count) {
         snprintf(kern_cuda_error_text, sizeof kern_cuda_error_text, "CUDA device %d does not exist (%d found)",
                  device, count);

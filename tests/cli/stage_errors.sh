@@ -35,6 +35,17 @@ try align "" "--set student=$tmp/foreign"; rc=$?
 check "a student of another teacher is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'does not belong to teacher' '$tmp/err'"
 "$xtrain" align --confg x > /dev/null 2> "$tmp/err"; rc=$?
 check "an unknown flag suggests --config (rc=$rc)" "[ $rc -eq 2 ] && grep -q 'did you mean --config' '$tmp/err'"
+try distill "" "--device cuda:x"; rc=$?
+check "a bad device is named (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'device \"cuda:x\": expected cpu, cuda or cuda:N' '$tmp/err'"
+try align "" "--device tpu"; rc=$?
+check "an unknown device is named (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'device \"tpu\"' '$tmp/err'"
+try distill "micro_batch: 3" "--set batch=4"; rc=$?
+check "a micro-batch that does not divide the batch is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'micro_batch 3 does not divide batch 4' '$tmp/err'"
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  # no GPU here: a CPU-only build says it has no CUDA backend, a CUDA build that it finds no device
+  try distill "" "--device cuda"; rc=$?
+  check "cuda without a GPU is a clear error (rc=$rc)" "[ $rc -eq 1 ] && grep -Eq 'without the CUDA backend|device \"cuda\": .*(CUDA|device)' '$tmp/err'"
+fi
 "$xtrain" align --print-keys > "$tmp/keys"; rc=$?
 check "--print-keys lists the settings (rc=$rc)" "[ $rc -eq 0 ] && grep -q '| \`lr\` | 1e-2 |' '$tmp/keys'"
 check "no run directory was created by any of these" "[ ! -d '$tmp/out' ]"
