@@ -51,10 +51,10 @@ struct gpu_net {
     int cap_first, cap_last;
     bf16 *cap_xn, *cap_attn;
     /* backward temporaries */
-    float *dx, *dxn, *dact, *dyhat, *d_o, *dhm, *dhm_h, *dphq_h, *dphk_h, *dvh, *dit_h, *dlf_h, *dit, *dlf;
+    float *dx, *dxn, *dact, *dyhat, *d_o, *dhm, *dhm_h, *dphq_h, *dphk_h, *dvh, *dit_h, *dlf_h, *dit, *dlf, *dzf;
     float *dph_tmp, *dq, *dkrep, *dk, *dv;
     void *ws;
-    bf16 *dx_bf, *dgate, *dup, *dyswa, *dq_s, *dk_s, *dv_s, *dq_bf, *dk_bf, *dv_bf;
+    bf16 *dx_bf, *dgate, *dup, *dyswa, *dq_s, *dk_s, *dv_s, *dq_bf, *dk_bf, *dv_bf, *dzi_b, *dzf_b;
     /* the loss */
     int *topi, *targets;
     float *topv, *row_ce, *row_kl;
@@ -222,6 +222,9 @@ static void carve(gpu_net *g, arena *a) {
         TAKE(a, g->dlf_h, N * H);
         TAKE(a, g->dit, N * H);
         TAKE(a, g->dlf, N * H);
+        TAKE(a, g->dzf, N * H);
+        TAKE(a, g->dzi_b, N * H);
+        TAKE(a, g->dzf_b, N * H);
         TAKE(a, g->dph_tmp, N * qd);
         TAKE(a, g->dq, N * qd);
         TAKE(a, g->dkrep, N * qd);
@@ -445,8 +448,10 @@ static int student_attention_fwd(gpu_net *g, int layer, const bf16 *xn, attn_act
     K(kern_cuda_feature_map_fwd_bf16(a->phk, kx, pf(g, o->fmap_k), N, H, d, NULL));
     K(kern_cuda_to_heads_f32(a->phk_h, a->phk, B, T, H, H, d, NULL));
     K(kern_cuda_to_heads_bf16(a->vh, a->v, B, T, H, G, d, NULL));
-    K(kern_cuda_gates_fwd_bf16(a->it, a->lf, xn, pf(g, o->igate_w), pf(g, o->igate_b), pf(g, o->fgate_w),
-                               pf(g, o->fgate_b), N, D, H, NULL));
+    /* the gates' products on cuBLAS ([N, D] x [D, H]), then the biases and logsigmoid */
+    K(kern_cuda_matmul(a->it, 1, xn, pb(g, o->igate_w), N, H, D, 0, 0, 1.0f, 0.0f, NULL));
+    K(kern_cuda_matmul(a->lf, 1, xn, pb(g, o->fgate_w), N, H, D, 0, 0, 1.0f, 0.0f, NULL));
+    K(kern_cuda_gates_finish(a->it, a->lf, pf(g, o->igate_b), pf(g, o->fgate_b), N, H, NULL));
     K(kern_cuda_to_heads_f32(a->it_h, a->it, B, T, H, H, 1, NULL));
     K(kern_cuda_to_heads_f32(a->lf_h, a->lf, B, T, H, H, 1, NULL));
     K(kern_cuda_mlstm_fwd(a->hm_h, a->saved, a->phq_h, a->phk_h, a->vh, a->it_h, a->lf_h, B * H, T, c->chunk, d, d,
@@ -473,8 +478,13 @@ static int student_attention_bwd(gpu_net *g, int layer, const bf16 *xn, const at
     K(kern_cuda_from_heads_f32(g->dlf, g->dlf_h, B, T, H, H, 1, 0, NULL));
     /* the gates' dx goes into dxn (the q/k/v products add to it below); align discards it */
     K(kern_cuda_zero(g->dxn, sizeof(float) * (size_t)N * D, NULL));
-    K(kern_cuda_gates_bwd_bf16(g->dxn, gf(g, o->igate_w), gf(g, o->igate_b), gf(g, o->fgate_w), gf(g, o->fgate_b),
-                               g->dit, g->dlf, xn, a->lf, pf(g, o->igate_w), pf(g, o->fgate_w), N, D, H, NULL));
+    K(kern_cuda_gates_dz(g->dzi_b, g->dzf_b, g->dzf, g->dit, g->dlf, a->lf, N, H, NULL));
+    K(kern_cuda_matmul(g->dxn, 1, g->dzi_b, pb(g, o->igate_w), N, D, H, 0, 1, 1.0f, 1.0f, NULL));
+    K(kern_cuda_matmul(g->dxn, 1, g->dzf_b, pb(g, o->fgate_w), N, D, H, 0, 1, 1.0f, 1.0f, NULL));
+    K(kern_cuda_matmul(gf(g, o->igate_w), 1, xn, g->dzi_b, D, H, N, 1, 0, 1.0f, 1.0f, NULL));
+    K(kern_cuda_matmul(gf(g, o->fgate_w), 1, xn, g->dzf_b, D, H, N, 1, 0, 1.0f, 1.0f, NULL));
+    K(kern_cuda_bias_bwd_f32(gf(g, o->igate_b), g->dit, N, H, NULL));
+    K(kern_cuda_bias_bwd_f32(gf(g, o->fgate_b), g->dzf, N, H, NULL));
     /* feature maps: d(rope'd q) into dq, d(rope'd, repeated k) into dkrep */
     K(kern_cuda_zero(g->dq, sizeof(float) * N * qd, NULL));
     K(kern_cuda_from_heads_f32(g->dph_tmp, g->dphq_h, B, T, H, H, d, 0, NULL));

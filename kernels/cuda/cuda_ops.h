@@ -77,6 +77,13 @@ int kern_cuda_embedding_bwd_f32(float *dtable, const float *dx, const int *uniq,
 /* y[n, cols] += b; db += the column sums of dy. */
 int kern_cuda_bias_bf16(kern_bf16 *y, const float *b, int n, int cols, kern_cuda_stream s);
 int kern_cuda_bias_bwd_f32(float *db, const float *dy, int n, int cols, kern_cuda_stream s);
+/* The input and forget gates as products: z = x W (cuBLAS, W [D, H]) then, in place, itilde =
+ * z_i + b_i and log_f = logsigmoid(z_f + b_f); the backward's d z_f = d log_f (1 - f) (fp32) and
+ * bf16 copies of d z_i, d z_f for the products dx += dz W^T, dW += x^T dz. */
+int kern_cuda_gates_finish(float *itilde, float *log_f, const float *b_i, const float *b_f, int n, int H,
+                           kern_cuda_stream s);
+int kern_cuda_gates_dz(kern_bf16 *dzi_b, kern_bf16 *dzf_b, float *dzf, const float *ditilde,
+                       const float *dlog_f, const float *log_f, int n, int H, kern_cuda_stream s);
 /* The student's output gate and mixing (kernels/student_ops.h) with bf16 q, k, v, yswa: o [n, H]
  * fp32; the backward ADDS into fp32 dq [n, H*d], dk, dv [n, G*d], dw [H, 3d], db [H]. */
 int kern_cuda_output_gate_fwd(float *o, const kern_bf16 *q, const kern_bf16 *k, const kern_bf16 *v,

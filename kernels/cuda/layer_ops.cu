@@ -280,6 +280,43 @@ extern "C" int kern_cuda_bias_bwd_f32(float *db, const float *dy, int n, int col
     return rc;
 }
 
+/* ---- input and forget gates around their products (the products are cuBLAS's) ---- */
+
+/* it = z_i + b_i, lf = logsigmoid(z_f + b_f) = -softplus(-(z_f + b_f)), in place */
+static __global__ void gates_finish_kernel(float *it, float *lf, const float *bi, const float *bf_, int n, int H) {
+    FOR_EACH(i, (size_t)n * H) {
+        int h = (int)(i % H);
+        it[i] += bi[h];
+        float z = lf[i] + bf_[h];
+        lf[i] = z >= 0 ? -log1pf(expf(-z)) : z - log1pf(expf(z));
+    }
+}
+extern "C" int kern_cuda_gates_finish(float *itilde, float *log_f, const float *b_i, const float *b_f, int n, int H,
+                                      kern_cuda_stream s) {
+    if (n <= 0) return n == 0 ? 0 : bad("kern_cuda_gates_finish: negative rows");
+    gates_finish_kernel<<<grid_for((size_t)n * H), THREADS, 0, s>>>(itilde, log_f, b_i, b_f, n, H);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+/* d z_f = d log_f (1 - f) = d log_f (-expm1(log_f)); bf16 copies of d z_i, d z_f for the products */
+static __global__ void gates_dz_kernel(kern_bf16 *dzi_b, kern_bf16 *dzf_b, float *dzf, const float *dit,
+                                       const float *dlf, const float *lf, size_t n) {
+    FOR_EACH(i, n) {
+        float z = dlf[i] * -expm1f(lf[i]);
+        dzf[i] = z;
+        dzf_b[i] = to_bf(z);
+        dzi_b[i] = to_bf(dit[i]);
+    }
+}
+extern "C" int kern_cuda_gates_dz(kern_bf16 *dzi_b, kern_bf16 *dzf_b, float *dzf, const float *ditilde,
+                                  const float *dlog_f, const float *log_f, int n, int H, kern_cuda_stream s) {
+    size_t count = (size_t)n * H;
+    if (!count) return 0;
+    gates_dz_kernel<<<grid_for(count), THREADS, 0, s>>>(dzi_b, dzf_b, dzf, ditilde, dlog_f, log_f, count);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
 /* ---- output gate and mixing ---- */
 
 /* one warp per (token, head): o = sigmoid(w_o[h] . [q; k; v] + b_o[h]) */
