@@ -243,7 +243,8 @@ static int launch(worker *w, worker_attempt *a, json_t *m, xd_err *e) {
     snprintf(path, sizeof path, "%s/config.yaml", a->dir);
     if (xd_write_file_atomic(path, config, strlen(config), e)) return -1;
     worker_argv av;
-    if (worker_stage_argv(w->xtrain, a->stage, path, config, w->workdir, a->out, sizeof a->out, &av, &a->total, e))
+    if (worker_stage_argv(w->xtrain, a->stage, path, config, w->workdir, (int)json_array_size(gpus), a->out,
+                          sizeof a->out, &av, &a->total, e))
         return -1;
     char *slash = strrchr(a->out, '/');
     if (slash && slash != a->out) {

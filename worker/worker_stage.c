@@ -169,7 +169,7 @@ static int flags_from_map(const char *stage, const yaml_map *m, worker_argv *av,
 }
 
 int worker_stage_argv(const char *xtrain, const char *stage, const char *config_path,
-                      const char *config_text, const char *base, char *out, size_t out_cap,
+                      const char *config_text, const char *base, int n_gpus, char *out, size_t out_cap,
                       worker_argv *av, long *total, xd_err *e) {
     memset(av, 0, sizeof *av);
     *total = 0;
@@ -197,6 +197,11 @@ int worker_stage_argv(const char *xtrain, const char *stage, const char *config_
         snprintf(set, sizeof set, "out=%s", out);
         rc = push(av, "--config", e) || push(av, config_path, e) ? -1 : 0;
         if (rc == 0 && !own) rc = push(av, "--set", e) || push(av, set, e) ? -1 : 0;
+        /* an attempt given GPUs trains on the first of them (CUDA_VISIBLE_DEVICES holds them
+           all), unless its config names a device */
+        bool trains = !strcmp(stage, "align") || !strcmp(stage, "distill");
+        if (rc == 0 && trains && n_gpus > 0 && !map_get(&m, "device"))
+            rc = push(av, "--device", e) || push(av, "cuda", e) ? -1 : 0;
     } else if (rc == 0) {
         rc = flags_from_map(stage, &m, av, e) || push(av, "--out", e) || push(av, out, e) ? -1 : 0;
         const yaml_entry *inputs = map_get(&m, "inputs");
