@@ -267,8 +267,28 @@ static __global__ void colsum_kernel(float *part, const float *dy, int n, int co
     for (int r = first; r < last; r++) acc += dy[(size_t)r * cols + c];
     part[(size_t)blockIdx.x * cols + c] = acc;
 }
+/* narrow dy (the gates: a column a head): one block per column, each thread a fixed stride of rows,
+ * then a fixed tree (deterministic) */
+static __global__ void colsum_narrow_kernel(float *db, const float *dy, int n, int cols) {
+    __shared__ float red[THREADS];
+    int c = blockIdx.x;
+    float acc = 0;
+    for (int r = threadIdx.x; r < n; r += THREADS) acc += dy[(size_t)r * cols + c];
+    red[threadIdx.x] = acc;
+    __syncthreads();
+    for (int o = THREADS / 2; o > 0; o >>= 1) {
+        if (threadIdx.x < o) red[threadIdx.x] += red[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (!threadIdx.x) db[c] += red[0];
+}
 extern "C" int kern_cuda_bias_bwd_f32(float *db, const float *dy, int n, int cols, kern_cuda_stream s) {
     if (n <= 0) return n == 0 ? 0 : bad("kern_cuda_bias_bwd_f32: negative rows");
+    if (cols <= 64) {
+        colsum_narrow_kernel<<<cols, THREADS, 0, s>>>(db, dy, n, cols);
+        CUDA_TRY(cudaGetLastError());
+        return 0;
+    }
     int chunks = (n + CHUNK - 1) / CHUNK;
     float *part;
     CUDA_TRY(cudaMallocAsync((void **)&part, sizeof(float) * chunks * cols, s));

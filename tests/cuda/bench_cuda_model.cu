@@ -70,13 +70,17 @@ static float round_bf16(float x) { return xd_bf16_to_f32(xd_f32_to_bf16(x)); }
  * its weights rounded to bf16 (the GPU's products read bf16 weights): how far that moves a result
  * from the f32 one is the floor any bf16 implementation sits at. A GPU result passes within 1 %,
  * or within 4 times its floor (the GPU also rounds activations, about as many roundings again);
- * an ill-conditioned result, one the weights' rounding alone moves by over 1 % (the gate biases'
- * gradients, sums over tokens that nearly cancel), within 8 times: the conditioning amplifies
- * the activations' roundings as it does the weights'. Planted bugs (the mLSTM's share of dv
- * dropped, dk's RoPE backward skipped) land at 10 to 60 times the tolerance on most tensors. */
-static double floor_tol(double floor) { return std::max(1e-2, (floor > 1e-2 ? 8.0 : 4.0) * floor); }
-static void check_floor(const char *what, double err, double floor) {
-    double tol = floor_tol(floor);
+ * an ill-conditioned result within 8 times: one the weights' rounding alone moves by over 1 %, and
+ * the three gate biases' gradients, sums over tokens whose terms cancel (the mLSTM's normaliser
+ * makes it nearly blind to a common shift of the input and forget gates; the output gate's term
+ * is hm - yswa, two nearly equal branches, yswa stored in bf16), where the activations' rounding
+ * counts more than the weights'. Planted bugs (the mLSTM's share of dv dropped, dk's RoPE backward
+ * skipped) land at 10 to 60 times the tolerance on most tensors. */
+static double floor_tol(double floor, bool ill) {
+    return std::max(1e-2, (ill || floor > 1e-2 ? 8.0 : 4.0) * floor);
+}
+static void check_floor(const char *what, double err, double floor, bool ill = false) {
+    double tol = floor_tol(floor, ill);
     checks++;
     bool ok = err <= tol;
     if (!ok) failures++;
@@ -89,6 +93,7 @@ static void check_floor(const char *what, double err, double floor) {
 static void check_grads(const char *what, const model_layout *L, const float *got, const float *want,
                         const float *want_b, int layer) {
     double worst = 0, worst_err = 0, worst_floor = 0;
+    bool worst_ill = false;
     const char *worst_name = "";
     int n = 0, bad_n = 0;
     for (int i = 0; i < L->n_entries; i++) {
@@ -99,18 +104,19 @@ static void check_grads(const char *what, const model_layout *L, const float *go
         n++;
         double err = l2_err(got + t->offset, want + t->offset, t->count);
         double floor = l2_err(want_b + t->offset, want + t->offset, t->count);
-        double ratio = err / floor_tol(floor);
-        if (ratio > worst) worst = ratio, worst_name = t->name, worst_err = err, worst_floor = floor;
+        bool ill = strstr(t->name, "gate.bias") != NULL;
+        double ratio = err / floor_tol(floor, ill);
+        if (ratio > worst) worst = ratio, worst_name = t->name, worst_err = err, worst_floor = floor, worst_ill = ill;
         if (ratio > 1) {
             char line[160];
             snprintf(line, sizeof line, "%s %s", what, t->name);
-            check_floor(line, err, floor);
+            check_floor(line, err, floor, ill);
             bad_n++;
         }
     }
     char line[200];
     snprintf(line, sizeof line, "%s gradients, %d tensors, %d over (worst %s)", what, n, bad_n, worst_name);
-    check_floor(line, worst_err, worst_floor);
+    check_floor(line, worst_err, worst_floor, worst_ill);
 }
 
 static std::vector<float> download(const float *dev, size_t n) {
