@@ -184,6 +184,11 @@ void model_student_state_free(model_student_state *st);
 /* Consumes one token at position st->pos; logits [V] (may be NULL). */
 int model_student_step(const model_transformer *m, model_student_state *st, int token,
                        float *logits, xd_err *e);
+/* Consumes n tokens; from an empty state in the chunkwise form (every token at once, the mLSTM
+ * states and the window's keys and values handed to the step form), else one at a time. logits:
+ * the last token's [V] (may be NULL). The same state as n steps, to float rounding. */
+int model_student_prefill(const model_transformer *m, model_student_state *st, const int *tokens, int n,
+                          float *logits, xd_err *e);
 
 /* Training: forward with the activations kept (keep) and backward, in f32 and f64 (f64 for the
  * gradient checks). Gradients add into grads, laid out as the parameters. */

@@ -15,14 +15,18 @@
 
 #define real float
 #define KFN(n) n##_f32
+#define MLSTM_STATE kern_mlstm_state_f32
 #include "student_impl.h"
 #undef real
 #undef KFN
+#undef MLSTM_STATE
 #define real double
 #define KFN(n) n##_f64
+#define MLSTM_STATE kern_mlstm_state_f64
 #include "student_impl.h"
 #undef real
 #undef KFN
+#undef MLSTM_STATE
 
 /* ---- the public training entry points (f32 and f64) ---- */
 
@@ -91,7 +95,7 @@ STUDENT_API(double, f64)
     const real *model_student_layer_forward_##S(const model_config *c, const model_layout *L,     \
                                                 const real *params, int layer, const real *xn,    \
                                                 model_student_layer_##S *w, xd_err *e) {          \
-        if (student_attention_fwd_##S(c, L, params, layer, xn, w->a.T, w->cos_t, w->sin_t, &w->a, \
+        if (student_attention_fwd_##S(c, L, params, layer, xn, w->a.T, w->cos_t, w->sin_t, &w->a, NULL, \
                                       e))                                                         \
             return NULL;                                                                          \
         return w->a.yhat;                                                                         \
@@ -218,6 +222,42 @@ int model_student_hidden(const model_transformer *m, const int *tokens, int T, f
     int rc = student_forward_f32(&m->cfg, &m->layout, m->params, m->rope_inv_freq, tokens, T, NULL,
                                  &s, e);
     if (rc == 0) memcpy(hidden, s.xnf, sizeof(float) * (size_t)T * m->cfg.hidden);
+    student_acts_free_f32(&s);
+    return rc;
+}
+
+/* the prompt's keys and values of one layer into the step form's sink rows and ring */
+static void prefill_push(void *ctx, int layer, const float *kr, const float *v, int T) {
+    void **c = ctx;
+    const model_config *cfg = c[0];
+    model_student_state *st = c[1];
+    model_student_swa_cache *sc = &st->swa[layer];
+    size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    /* only the first S and the last W positions stay */
+    for (int t = 0; t < T; t++)
+        if (t < cfg->sinks || t >= T - cfg->window)
+            kern_swa_cache_push_f32(sc->sink_k, sc->sink_v, sc->ring_k, sc->ring_v, kr + t * kvd, v + t * kvd, t,
+                                    cfg->n_kv_heads, cfg->head_dim, cfg->window, cfg->sinks);
+}
+
+int model_student_prefill(const model_transformer *m, model_student_state *st, const int *tokens, int n,
+                          float *logits, xd_err *e) {
+    if (st->pos != 0 || n < 2) { /* from a state already holding tokens: one at a time */
+        for (int t = 0; t < n; t++)
+            if (model_student_step(m, st, tokens[t], t == n - 1 ? logits : NULL, e)) return -1;
+        return 0;
+    }
+    model_student_acts_f32 s;
+    if (student_acts_alloc_f32(&s, &m->cfg, n, false, e)) return -1;
+    const void *ctx[2] = {&m->cfg, st};
+    s.final = st->mlstm;
+    s.on_layer = prefill_push;
+    s.ctx = (void *)ctx;
+    int rc = student_forward_f32(&m->cfg, &m->layout, m->params, m->rope_inv_freq, tokens, n, NULL, &s, e);
+    if (rc == 0) {
+        st->pos = n;
+        if (logits) model_lm_head(m, s.xnf + (size_t)(n - 1) * m->cfg.hidden, 1, logits);
+    }
     student_acts_free_f32(&s);
     return rc;
 }

@@ -84,11 +84,12 @@ static real *KFN(param)(real *params, uint64_t off) {
 }
 
 /* The student's attention of one layer: yhat [T, H*d] (before W_o) from the normalised layer input
- * xn [T, D]. cos/sin: RoPE tables for positions 0..T-1. */
+ * xn [T, D]. cos/sin: RoPE tables for positions 0..T-1. final: NULL, or the layer's H mLSTM states,
+ * which receive each head's state after the last token (a prefill for the step form). */
 static int KFN(student_attention_fwd)(const model_config *c, const model_layout *L,
                                       const real *params, int layer, const real *xn, int T,
                                       const real *cos_t, const real *sin_t,
-                                      KFN(model_student_attn_acts) *a, xd_err *e) {
+                                      KFN(model_student_attn_acts) *a, MLSTM_STATE *final, xd_err *e) {
     const model_layer_offsets *o = &L->layers[layer];
     real *P = (real *)params;
     int D = c->hidden, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
@@ -126,7 +127,7 @@ static int KFN(student_attention_fwd)(const model_config *c, const model_layout 
         }
     kern_mlstm_dims md = {H, T, d, d, c->chunk, c->mlstm_eps};
     KFN(kern_mlstm_fwd)(&md, a->phi_q, a->phi_k, a->vh, a->it_h, a->lf_h, a->hm_h, a->msaved,
-                        scratch, NULL);
+                        scratch, final);
     free(scratch);
     KFN(from_head_major)(a->hm, a->hm_h, T, H, d);
     KFN(kern_mix_fwd)(a->yhat, a->o, a->hm, a->yswa, T, H, d);
@@ -230,6 +231,11 @@ typedef struct KFN(model_student_acts) {
     real *cos_t, *sin_t;
     KFN(model_student_attn_acts) * attn;
     real *buf;
+    /* a prefill for the step form (NULL otherwise): every layer's final mLSTM states
+     * [n_layers * H], and on_layer(ctx, layer, kr, v, T) after each layer's attention */
+    MLSTM_STATE *final;
+    void (*on_layer)(void *ctx, int layer, const real *kr, const real *v, int T);
+    void *ctx;
 } KFN(model_student_acts);
 
 static void KFN(student_acts_free)(KFN(model_student_acts) *s) {
@@ -294,7 +300,9 @@ static int KFN(student_forward)(const model_config *c, const model_layout *L, co
         real *up = s->up + (size_t)k * tf;
         KFN(model_student_attn_acts) *a = &s->attn[k];
         KFN(kern_rmsnorm)(xn1, x, P + o->attn_norm, T, D, (real)c->rms_eps);
-        if (KFN(student_attention_fwd)(c, L, params, l, xn1, T, s->cos_t, s->sin_t, a, e)) return -1;
+        MLSTM_STATE *fin = s->final ? s->final + (size_t)l * c->n_heads : NULL;
+        if (KFN(student_attention_fwd)(c, L, params, l, xn1, T, s->cos_t, s->sin_t, a, fin, e)) return -1;
+        if (s->on_layer) s->on_layer(s->ctx, l, a->kr, a->v, T);
         KFN(kern_linear)(xmid, a->yhat, P + o->wo, KFN(param)(P, o->bo), T, qd, D);
         for (size_t i = 0; i < td; i++) xmid[i] += x[i];
         KFN(kern_rmsnorm)(xn2, xmid, P + o->mlp_norm, T, D, (real)c->rms_eps);

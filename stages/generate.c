@@ -61,19 +61,18 @@ static int sample_token(float *logits, int V, double temperature, double top_p, 
 static int feed(const model_transformer *m, model_kv_cache *cache, model_student_state *state,
                 const int *tokens, int n, float *logits, xd_err *e) {
     if (!m->cfg.student) return model_transformer_forward(m, cache, tokens, n, logits, false, e);
-    for (int t = 0; t < n; t++)
-        if (model_student_step(m, state, tokens[t], t == n - 1 ? logits : NULL, e)) return -1;
-    return 0;
+    return model_student_prefill(m, state, tokens, n, logits, e); /* a prompt chunkwise, then steps */
 }
 
 int stage_generate(int argc, char **argv) {
-    const char *model_path = NULL, *prompt = NULL, *system = NULL;
+    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *system = NULL;
     bool chat = false, quiet = false;
     int max_new = 128, seed = 0;
     double temperature = 0.0, top_p = 1.0;
     arg_spec specs[] = {
         {"--model", ARG_STRING, &model_path, "HF model directory or .gguf file", false},
         {"--prompt", ARG_STRING, &prompt, "the prompt text", false},
+        {"--prompt-file", ARG_STRING, &prompt_file, "the prompt from a UTF-8 file (instead of --prompt)", false},
         {"--chat", ARG_FLAG, &chat, "wrap the prompt as a user turn in the chat template", false},
         {"--system", ARG_STRING, &system, "system message for --chat (default: the model's)", false},
         {"--max-new", ARG_INT, &max_new, "tokens to generate at most (default 128)", false},
@@ -83,7 +82,7 @@ int stage_generate(int argc, char **argv) {
         {"--quiet", ARG_FLAG, &quiet, "no speed summary on stderr", false},
     };
     int n_specs = sizeof specs / sizeof specs[0];
-    const char *usage = "xtrain generate --model PATH --prompt TEXT [--chat] [--max-new N] "
+    const char *usage = "xtrain generate --model PATH --prompt TEXT|--prompt-file F [--chat] [--max-new N] "
                         "[--temperature T] [--top-p P] [--seed S]";
     xd_err e = {{0}};
     int prc = args_parse(specs, n_specs, argc, argv, &e);
@@ -92,7 +91,8 @@ int stage_generate(int argc, char **argv) {
         args_usage(usage, specs, n_specs);
         return prc < 0 ? 2 : 0;
     }
-    const char *bad = !model_path ? "--model is required" : !prompt ? "--prompt is required"
+    const char *bad = !model_path                  ? "--model is required"
+                      : !prompt == !prompt_file      ? "give one of --prompt and --prompt-file"
                     : max_new < 0 ? "--max-new must be >= 0"
                     : !(temperature >= 0) ? "--temperature must be >= 0"
                     : !(top_p > 0 && top_p <= 1) ? "--top-p must be in (0, 1]" : NULL;
@@ -101,9 +101,24 @@ int stage_generate(int argc, char **argv) {
         return 2;
     }
 
+    char *file_text = NULL;
+    if (prompt_file) {
+        size_t len;
+        if (xd_read_file(prompt_file, (size_t)64 << 20, &file_text, &len, &e)) {
+            fprintf(stderr, "xtrain generate: %s\n", e.msg);
+            return 1;
+        }
+        if (strlen(file_text) != len) {
+            fprintf(stderr, "xtrain generate: %s: a NUL byte at %zu: not a text file\n", prompt_file, strlen(file_text));
+            free(file_text);
+            return 1;
+        }
+        prompt = file_text;
+    }
     model_transformer m;
     if (model_transformer_load(model_path, &m, &e)) {
         fprintf(stderr, "xtrain generate: %s\n", e.msg);
+        free(file_text);
         return 1;
     }
     int rc = 0;
@@ -194,6 +209,7 @@ done:
     model_student_state_free(&state);
     free(ids);
     free(text);
+    free(file_text);
     model_transformer_free(&m);
     return rc ? 1 : 0;
 }

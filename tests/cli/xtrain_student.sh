@@ -27,6 +27,9 @@ check "modes are reported" "grep -q '\"mode\": \"chunkwise\"' '$tmp/chunk.json' 
 "$xtrain" generate --model "$tmp/student" --prompt "The lighthouse" --max-new 8 > "$tmp/gen.out" 2> "$tmp/gen.err"; rc=$?
 cat "$tmp/gen.err"
 check "the student generates with a recurrent state (rc=$rc)" "[ $rc -eq 0 ] && grep -q 'recurrent state' '$tmp/gen.err'"
+printf 'The lighthouse' > "$tmp/prompt.txt"
+"$xtrain" generate --model "$tmp/student" --prompt-file "$tmp/prompt.txt" --max-new 8 > "$tmp/gen2.out" 2> /dev/null; rc=$?
+check "--prompt-file gives what --prompt gives (rc=$rc)" "[ $rc -eq 0 ] && cmp -s '$tmp/gen.out' '$tmp/gen2.out'"
 
 "$xtrain" init --teacher "$gguf" --out "$tmp/student" > /dev/null 2> "$tmp/e1"; rc=$?
 check "init refuses to overwrite without --force (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'already holds a model (--force to overwrite)' '$tmp/e1'"

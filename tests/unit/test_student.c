@@ -194,6 +194,23 @@ static void test_step_form(const char *golden) {
     printf("step form vs chunkwise logits over %d tokens (window 7, sinks 2, chunk 5): %.3g; state %zu bytes\n",
            T, err, st.bytes);
     CHECK_MSG(err <= 1e-4, "step form differs from chunkwise: %g", err);
+    /* a chunkwise prefill of the first 23 tokens (past the window and the chunk, not a multiple of
+     * either) hands the step form the same state: the rest of the logits as before */
+    model_student_state pre;
+    CHECK(model_student_state_init(&pre, &s.cfg, &e) == 0);
+    float *last = malloc(sizeof(float) * V);
+    int P = 23;
+    CHECK(model_student_prefill(&s, &pre, ids, P, last, &e) == 0);
+    CHECK(pre.pos == P);
+    double err_last = max_rel_err(last, step + (size_t)(P - 1) * V, V);
+    for (int t = P; t < T; t++) CHECK(model_student_step(&s, &pre, ids[t], chunk + (size_t)t * V, &e) == 0);
+    double err_rest = max_rel_err(chunk + (size_t)P * V, step + (size_t)P * V, (T - P) * V);
+    printf("prefill of %d tokens then steps vs steps only: last prompt token %.3g, the %d after %.3g\n", P,
+           err_last, T - P, err_rest);
+    CHECK_MSG(err_last <= 1e-4 && err_rest <= 1e-4, "prefill differs from the step form: %g, %g", err_last,
+              err_rest);
+    free(last);
+    model_student_state_free(&pre);
     model_student_state_free(&st);
     model_student_acts_free_f32(a);
     free(chunk), free(step);
