@@ -367,15 +367,19 @@ static int linear(gpu_net *g, bf16 *y, const bf16 *x, uint64_t w, uint64_t b, in
     return 0;
 }
 /* stream[N, outw] (fp32) += x W^T */
-static int linear_add(gpu_net *g, float *stream, const bf16 *x, uint64_t w, uint64_t b, int in, int outw,
-                      xd_err *e) {
+static int linear_add(gpu_net *g, float *stream, const bf16 *x, uint64_t w, int in, int outw, xd_err *e) {
     K(kern_cuda_matmul(stream, 1, x, pb(g, w), g->N, outw, in, 0, 1, 1.0f, 1.0f, NULL));
-    (void)b; /* no output bias: gpu_net_open refuses models with one */
+    /* no output bias: gpu_net_open refuses models with one */
     return 0;
 }
 
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* the token ids, checked, uploaded; the distinct ids and their positions for the embedding's
- * backward (a counting sort: ids ascending, positions ascending within an id) */
+ * backward */
 static int upload_ids(gpu_net *g, const int *tokens, xd_err *e) {
     int V = g->cfg.vocab, N = g->N;
     for (int i = 0; i < N; i++)
@@ -384,23 +388,13 @@ static int upload_ids(gpu_net *g, const int *tokens, xd_err *e) {
     K(kern_cuda_copy(g->ids, tokens, sizeof(int) * (size_t)N, 0, NULL));
     if (!(g->flags & GPU_TRAIN)) return 0;
     int *order = g->host_ids, *uniq = order + N, *starts = uniq + N;
-    int *tmp = xd_malloc(sizeof(int) * (size_t)N, e);
-    if (!tmp) return -1;
-    for (int i = 0; i < N; i++) tmp[i] = i;
-    /* sort positions by id (stable: merge sort by id) */
-    int *src = tmp, *dst = order;
-    for (int w = 1; w < N; w *= 2) {
-        for (int lo = 0; lo < N; lo += 2 * w) {
-            int mid = lo + w < N ? lo + w : N, hi = lo + 2 * w < N ? lo + 2 * w : N, i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) dst[k++] = tokens[src[j]] < tokens[src[i]] ? src[j++] : src[i++];
-            while (i < mid) dst[k++] = src[i++];
-            while (j < hi) dst[k++] = src[j++];
-        }
-        int *t = src;
-        src = dst, dst = t;
-    }
-    if (src != order) memcpy(order, src, sizeof(int) * (size_t)N);
-    free(tmp);
+    /* (id, position) pairs sorted: ids ascending, positions ascending within an id */
+    uint64_t *key = xd_malloc(sizeof(uint64_t) * (size_t)N, e);
+    if (!key) return -1;
+    for (int i = 0; i < N; i++) key[i] = (uint64_t)tokens[i] << 32 | (uint32_t)i;
+    qsort(key, (size_t)N, sizeof *key, cmp_u64);
+    for (int i = 0; i < N; i++) order[i] = (int)(uint32_t)key[i];
+    free(key);
     int nu = 0;
     for (int i = 0; i < N; i++)
         if (i == 0 || tokens[order[i]] != tokens[order[i - 1]]) {
@@ -563,7 +557,7 @@ static int forward(gpu_net *g, const int *tokens, xd_err *e) {
             }
         }
         K(kern_cuda_copy(la->xmid, la->x, sizeof(float) * (size_t)N * D, 2, NULL));
-        if (linear_add(g, la->xmid, y, o->wo, o->bo, qd, D, e)) return -1;
+        if (linear_add(g, la->xmid, y, o->wo, qd, D, e)) return -1;
         K(kern_cuda_rmsnorm_f32(la->xn2, la->xmid, pf(g, o->mlp_norm), N, D, eps, NULL));
         if (linear(g, la->gate, la->xn2, o->w_gate, MODEL_ABSENT, D, F, e) ||
             linear(g, la->up, la->xn2, o->w_up, MODEL_ABSENT, D, F, e))
@@ -571,7 +565,7 @@ static int forward(gpu_net *g, const int *tokens, xd_err *e) {
         K(kern_cuda_swiglu_bf16(la->act, la->gate, la->up, (size_t)N * F, NULL));
         /* in place when one set of activations is reused: xnext is la->x then */
         if (xnext != la->xmid) K(kern_cuda_copy(xnext, la->xmid, sizeof(float) * (size_t)N * D, 2, NULL));
-        if (linear_add(g, xnext, la->act, o->w_down, MODEL_ABSENT, F, D, e)) return -1;
+        if (linear_add(g, xnext, la->act, o->w_down, F, D, e)) return -1;
     }
     if (n_run < c->n_layers) return 0;
     K(kern_cuda_rmsnorm_f32(g->xnf, g->x_final, pf(g, L->final_norm), N, D, eps, NULL));
@@ -658,36 +652,33 @@ int gpu_distill_loss(gpu_net *s, const gpu_net *t, const int *targets, int topk,
         if (targets[i] >= V) return xd_fail(e, "gpu: target %d at %d outside the vocabulary (%d)", targets[i], i, V);
     K(kern_cuda_copy(s->targets, targets, sizeof(int) * (size_t)N, 0, NULL));
     K(kern_cuda_topk_f32(s->topi, s->topv, t->logits, N, V, topk, NULL));
+    int *valid = xd_calloc((size_t)s->B, sizeof(int), e); /* per sequence: its targets that count */
+    if (!valid) return -1;
+    for (int i = 0; i < N; i++) valid[i / T] += targets[i] >= 0;
     for (int b = 0; b < s->B; b++) {
-        int valid = 0;
-        for (int i = 0; i < T; i++) valid += targets[(size_t)b * T + i] >= 0;
         size_t r0 = (size_t)b * T;
-        float ce_scale = valid ? (float)(share * w_ce / ((double)valid * s->B)) : 0.0f;
-        K(kern_cuda_distill_loss_f32(s->row_ce + r0, s->row_kl + r0, s->dlogits + r0 * V, s->logits + r0 * V,
+        float ce_scale = valid[b] ? (float)(share * w_ce / ((double)valid[b] * s->B)) : 0.0f;
+        if (kern_cuda_distill_loss_f32(s->row_ce + r0, s->row_kl + r0, s->dlogits + r0 * V, s->logits + r0 * V,
                                      s->targets + r0, s->topi + r0 * topk, s->topv + r0 * topk, T, V, topk, ce_scale,
-                                     (float)(share * w_kl / ((double)T * s->B)), NULL));
+                                     (float)(share * w_kl / ((double)T * s->B)), NULL)) {
+            free(valid);
+            return cuda_fail(e, "gpu: the distillation loss");
+        }
     }
     float *rows = xd_malloc(sizeof(float) * 2 * (size_t)N, e);
-    if (!rows) return -1;
-    if (kern_cuda_copy(rows, s->row_ce, sizeof(float) * (size_t)N, 1, NULL) ||
+    if (!rows || kern_cuda_copy(rows, s->row_ce, sizeof(float) * (size_t)N, 1, NULL) ||
         kern_cuda_copy(rows + N, s->row_kl, sizeof(float) * (size_t)N, 1, NULL)) {
-        free(rows);
-        return cuda_fail(e, "gpu: loss rows");
+        free(rows), free(valid);
+        return rows ? cuda_fail(e, "gpu: loss rows") : -1;
     }
     *ce = *kl = 0;
     for (int b = 0; b < s->B; b++) {
         double cs = 0, ks = 0;
-        int valid = 0;
-        for (int i = 0; i < T; i++) {
-            size_t r = (size_t)b * T + i;
-            valid += targets[r] >= 0;
-            cs += rows[r];
-            ks += rows[N + r];
-        }
-        *ce += (valid ? cs / valid : 0) / s->B;
+        for (size_t r = (size_t)b * T; r < (size_t)(b + 1) * T; r++) cs += rows[r], ks += rows[N + r];
+        *ce += (valid[b] ? cs / valid[b] : 0) / s->B;
         *kl += ks / T / s->B;
     }
-    free(rows);
+    free(rows), free(valid);
     return 0;
 }
 

@@ -66,6 +66,21 @@ int stage_check_lineage(const model_transformer *teacher, const model_transforme
     return 0;
 }
 
+/* the step's metrics (the mean MSE and each layer's), progress, update and checkpoint */
+static int align_step_end(trainer_session *t, long step, double t0, const double *layer_loss, int nl, int first,
+                          xd_err *e) {
+    double mean = 0;
+    json_t *per = json_array();
+    for (int l = 0; l < nl; l++) {
+        mean += layer_loss[l] / nl;
+        json_array_append_new(per, json_real(layer_loss[l]));
+    }
+    char progress[64];
+    snprintf(progress, sizeof progress, "mse %.4g", mean);
+    return trainer_session_step_end(t, step, t0, mean, json_pack("{s:o, s:i}", "mse_layer", per, "first_layer", first),
+                                    progress, e);
+}
+
 #ifdef XD_HAVE_CUDA
 
 /* The step on the GPU: one teacher forward of t->micro sequences captures every chosen layer's
@@ -101,16 +116,7 @@ static int align_gpu(trainer_session *t, const align_layers *sel, xd_err *e) {
             }
         }
         if (rc) break;
-        double mean = 0;
-        json_t *per = json_array();
-        for (int l = 0; l < nl; l++) {
-            mean += layer_loss[l] / nl;
-            json_array_append_new(per, json_real(layer_loss[l]));
-        }
-        char progress[64];
-        snprintf(progress, sizeof progress, "mse %.4g", mean);
-        rc = trainer_session_step_end(t, step, t0, mean, json_pack("{s:o, s:i}", "mse_layer", per, "first_layer", sel->first),
-                                      progress, e);
+        rc = align_step_end(t, step, t0, layer_loss, nl, sel->first, e);
     }
     if (rc == 0) rc = trainer_session_finish(t, e);
     t->gpu = NULL;
@@ -190,17 +196,7 @@ int stage_align(int argc, char **argv) {
                 }
             }
             if (rc) break;
-            double mean = 0;
-            json_t *per = json_array();
-            for (int l = 0; l < nl; l++) {
-                mean += layer_loss[l] / nl;
-                json_array_append_new(per, json_real(layer_loss[l]));
-            }
-            char progress[64];
-            snprintf(progress, sizeof progress, "mse %.4g", mean);
-            rc = trainer_session_step_end(&t, step, t0, mean,
-                                          json_pack("{s:o, s:i}", "mse_layer", per, "first_layer", sel.first),
-                                          progress, &e);
+            rc = align_step_end(&t, step, t0, layer_loss, nl, sel.first, &e);
         }
         if (rc == 0) rc = trainer_session_finish(&t, &e);
     }

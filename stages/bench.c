@@ -11,6 +11,7 @@
  * as a second figure). */
 #include "args.h"
 #include "stages.h"
+#include "trainer.h"
 
 #include "kernels/kernels.h"
 #include "model/model.h"
@@ -85,6 +86,10 @@ static int bench_gpu(const model_transformer *teacher, const model_transformer *
     xd_rng_seed(&r, 7);
     for (int i = 0; i < 2 * N; i++) tokens[i] = (int)(xd_rng_next(&r) % (uint64_t)c->vocab);
     uint64_t off = 0, cnt = student->layout.n_params;
+    if (kern_cuda_use_device(device, NULL, 0, NULL)) {
+        free(tokens);
+        return xd_fail(e, "device cuda:%d: %s", device, kern_cuda_last_error());
+    }
     double measured = gemm_peak_tflops(e);
     if (measured < 0) return free(tokens), -1;
     if (peak <= 0) peak = measured;
@@ -214,15 +219,11 @@ int stage_bench(int argc, char **argv) {
         rc = xd_fail(&e, "batch %d x seq-len %d x steps %d: each must be positive, B x T at most 2^24", B, T, steps);
     else
         rc = shape_config(shape, &c, &e);
-    int cuda = -1;
-    if (rc == 0) {
-        if (!strcmp(device, "cuda")) cuda = 0;
-        else if (!strncmp(device, "cuda:", 5) && device[5] >= '0' && device[5] <= '9') cuda = atoi(device + 5);
-        else rc = xd_fail(&e, "device \"%s\": xtrain bench runs on cuda or cuda:N", device);
-    }
+    int cuda = -1; /* the stages' parser: cpu, cuda, cuda:N, and the build without CUDA refused */
+    if (rc == 0) rc = trainer_parse_device(device, &cuda, &e);
+    if (rc == 0 && cuda < 0) rc = xd_fail(&e, "device \"%s\": xtrain bench runs on cuda or cuda:N", device);
 #ifndef XD_HAVE_CUDA
-    (void)cuda, (void)peak, (void)profile;
-    if (rc == 0) rc = xd_fail(&e, "this xtrain was built without the CUDA backend");
+    (void)peak, (void)profile;
 #endif
     model_transformer teacher, student;
     memset(&teacher, 0, sizeof teacher);

@@ -8,6 +8,15 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* the step's metrics, progress, update and checkpoint, from the batch-mean CE and KL */
+static int distill_step_end(trainer_session *t, long step, double t0, double ce, double kl, double ce_weight,
+                            double kl_weight, xd_err *e) {
+    char progress[64];
+    snprintf(progress, sizeof progress, "ce %.4f  kl %.4f", ce, kl);
+    return trainer_session_step_end(t, step, t0, ce_weight * ce + kl_weight * kl,
+                                    json_pack("{s:f, s:f}", "ce", ce, "kl", kl), progress, e);
+}
 #ifdef XD_HAVE_CUDA
 #include "model/gpu.h"
 
@@ -38,10 +47,7 @@ static int distill_gpu(trainer_session *t, long topk, double ce_weight, double k
             kl_sum += kl * share;
         }
         if (rc) break;
-        char progress[64];
-        snprintf(progress, sizeof progress, "ce %.4f  kl %.4f", ce_sum, kl_sum);
-        rc = trainer_session_step_end(t, step, t0, ce_weight * ce_sum + kl_weight * kl_sum,
-                                      json_pack("{s:f, s:f}", "ce", ce_sum, "kl", kl_sum), progress, e);
+        rc = distill_step_end(t, step, t0, ce_sum, kl_sum, ce_weight, kl_weight, e);
     }
     if (rc == 0) rc = trainer_session_finish(t, e);
     t->gpu = NULL;
@@ -122,10 +128,7 @@ int stage_distill(int argc, char **argv) {
                                                 t.grads, t.inputs, &e);
             }
             if (rc) break;
-            char progress[64];
-            snprintf(progress, sizeof progress, "ce %.4f  kl %.4f", ce_sum, kl_sum);
-            rc = trainer_session_step_end(&t, step, t0, ce_weight * ce_sum + kl_weight * kl_sum,
-                                          json_pack("{s:f, s:f}", "ce", ce_sum, "kl", kl_sum), progress, &e);
+            rc = distill_step_end(&t, step, t0, ce_sum, kl_sum, ce_weight, kl_weight, &e);
         }
         if (rc == 0) rc = trainer_session_finish(&t, &e);
     }

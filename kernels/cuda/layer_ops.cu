@@ -440,19 +440,18 @@ extern "C" int kern_cuda_output_gate_bwd(float *dq, float *dk, float *dv, float 
     return 0;
 }
 
-static __global__ void mix_kernel(kern_bf16 *y, const float *o, const float *hm, const kern_bf16 *yswa, int H,
-                                  int d, size_t n) {
+static __global__ void mix_kernel(kern_bf16 *y, const float *o, const float *hm, const kern_bf16 *yswa, int d,
+                                  size_t n) {
     FOR_EACH(i, n) {
         float oo = o[i / d];
         y[i] = to_bf(oo * hm[i] + (1.0f - oo) * bf(yswa[i]));
     }
-    (void)H;
 }
 extern "C" int kern_cuda_mix_fwd(kern_bf16 *yhat, const float *o, const float *hm, const kern_bf16 *yswa, int n,
                                  int H, int d, kern_cuda_stream s) {
     size_t count = (size_t)n * H * d;
     if (!count) return 0;
-    mix_kernel<<<grid_for(count), THREADS, 0, s>>>(yhat, o, hm, yswa, H, d, count);
+    mix_kernel<<<grid_for(count), THREADS, 0, s>>>(yhat, o, hm, yswa, d, count);
     CUDA_TRY(cudaGetLastError());
     return 0;
 }
