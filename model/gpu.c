@@ -58,6 +58,24 @@ struct gpu_net {
     /* the loss */
     int *topi, *targets;
     float *topv, *row_ce, *row_kl;
+    /* generation (gpu_gen): its caches and states, and the host RoPE frequencies for a step */
+    struct gpu_gen *gen;
+    const double *inv_freq;
+};
+
+/* One sequence's generation state: the teacher's KV cache (rows = capacity positions), or the
+ * student's window (rows 0..S-1 the sink positions, row S + p % W position p's ring slot) and its
+ * mLSTM states. Keys are stored with RoPE applied, as the attention reads them. */
+struct gpu_gen {
+    gpu_net *net;
+    int pos, capacity, max_prompt, rows;
+    bool stepping; /* the net's forward runs one token in step form */
+    kern_bf16 *kc, *vc; /* [layers][rows][G*d] */
+    float *C, *n, *m;   /* student: [layers*H][d*d], [layers*H][d], [layers*H] */
+    void *ws;           /* the decode attention's partial results */
+    float *logits;      /* [V], the last token's */
+    void *mem;
+    size_t mem_bytes;
 };
 
 static int cuda_fail(xd_err *e, const char *what) {
@@ -410,6 +428,30 @@ static int upload_ids(gpu_net *g, const int *tokens, xd_err *e) {
     return 0;
 }
 
+/* generation: row r of a layer's cache, and n token-major rows of keys and values stored there */
+static bf16 *gen_row(const gpu_net *g, bf16 *cache, int layer, int row) {
+    return cache + ((size_t)layer * g->gen->rows + (size_t)row) * g->cfg.n_kv_heads * g->cfg.head_dim;
+}
+static int gen_put_rows(gpu_net *g, int layer, int row, const bf16 *k, const bf16 *v, int n, xd_err *e) {
+    size_t bytes = sizeof(bf16) * (size_t)n * g->cfg.n_kv_heads * g->cfg.head_dim;
+    K(kern_cuda_copy(gen_row(g, g->gen->kc, layer, row), k, bytes, 2, NULL));
+    K(kern_cuda_copy(gen_row(g, g->gen->vc, layer, row), v, bytes, 2, NULL));
+    return 0;
+}
+/* a student's prompt of T tokens: the first S positions into the sink rows, the last W into their
+ * ring slots (kern_swa_cache_push's layout) */
+static int gen_keep_window(gpu_net *g, int layer, const attn_acts *a, xd_err *e) {
+    int T = g->T, S = g->cfg.sinks, W = g->cfg.window;
+    size_t kvd = (size_t)g->cfg.n_kv_heads * g->cfg.head_dim;
+    if (gen_put_rows(g, layer, 0, a->kr, a->v, T < S ? T : S, e)) return -1;
+    for (int p = T - W > 0 ? T - W : 0; p < T;) {
+        int slot = p % W, len = W - slot < T - p ? W - slot : T - p;
+        if (gen_put_rows(g, layer, S + slot, a->kr + (size_t)p * kvd, a->v + (size_t)p * kvd, len, e)) return -1;
+        p += len;
+    }
+    return 0;
+}
+
 /* q0, k0, v and their RoPE'd copies qr, kr for one layer */
 static int qkv_rope(gpu_net *g, const model_layer_offsets *o, const bf16 *xn, attn_acts *a, xd_err *e) {
     const model_config *c = &g->cfg;
@@ -452,6 +494,46 @@ static int student_attention_fwd(gpu_net *g, int layer, const bf16 *xn, attn_act
                           (float)c->mlstm_eps, NULL));
     K(kern_cuda_from_heads_f32(a->hm, a->hm_h, B, T, H, H, d, 0, NULL));
     K(kern_cuda_mix_fwd(a->yhat, a->o, a->hm, a->yswa, N, H, d, NULL));
+    if (g->gen) { /* a prompt: what the step form continues from */
+        size_t hs = (size_t)layer * H;
+        if (gen_keep_window(g, layer, a, e)) return -1;
+        K(kern_cuda_mlstm_final_state(g->gen->C + hs * d * d, g->gen->n + hs * d, g->gen->m + hs, a->saved, a->phk_h,
+                                      a->vh, a->it_h, a->lf_h, B * H, T, c->chunk, d, d, NULL));
+    }
+    return 0;
+}
+
+/* one token of the student's attention in step form (g->N == 1, position g->gen->pos): its key and
+ * value into the window, the attention over the sinks and the window, one mLSTM step. At one
+ * token the token-major and head-major layouts coincide. */
+static int student_attention_step(gpu_net *g, int layer, const bf16 *xn, attn_acts *a, xd_err *e) {
+    const model_config *c = &g->cfg;
+    const model_layer_offsets *o = &g->L->layers[layer];
+    gpu_gen *gen = g->gen;
+    int D = c->hidden, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim, S = c->sinks, W = c->window;
+    int pos = gen->pos;
+    if (qkv_rope(g, o, xn, a, e)) return -1;
+    K(kern_cuda_output_gate_fwd(a->o, a->q0, a->k0, a->v, pf(g, o->ogate_w), pf(g, o->ogate_b), 1, H, G, d, NULL));
+    if (pos < S && gen_put_rows(g, layer, pos, a->kr, a->v, 1, e)) return -1;
+    if (gen_put_rows(g, layer, S + pos % W, a->kr, a->v, 1, e)) return -1;
+    int ws = pos - W + 1 > 0 ? pos - W + 1 : 0, ns = S < ws ? S : ws; /* sinks older than the window */
+    K(kern_cuda_decode_attn_bf16(a->yswa, a->qr, gen_row(g, gen->kc, layer, 0), gen_row(g, gen->vc, layer, 0), 0, ns,
+                                 S, pos + 1 < W ? pos + 1 : W, H, G, d, gen->ws, NULL));
+    const bf16 *kx = a->kr;
+    if (G != H) {
+        K(kern_cuda_repeat_heads_bf16(a->krep, a->kr, 1, H, G, d, NULL));
+        kx = a->krep;
+    }
+    K(kern_cuda_feature_map_fwd_bf16(a->phq, a->qr, pf(g, o->fmap_q), 1, H, d, NULL));
+    K(kern_cuda_feature_map_fwd_bf16(a->phk, kx, pf(g, o->fmap_k), 1, H, d, NULL));
+    K(kern_cuda_to_heads_bf16(a->vh, a->v, 1, 1, H, G, d, NULL));
+    K(kern_cuda_matmul(a->it, 1, xn, pb(g, o->igate_w), 1, H, D, 0, 0, 1.0f, 0.0f, NULL));
+    K(kern_cuda_matmul(a->lf, 1, xn, pb(g, o->fgate_w), 1, H, D, 0, 0, 1.0f, 0.0f, NULL));
+    K(kern_cuda_gates_finish(a->it, a->lf, pf(g, o->igate_b), pf(g, o->fgate_b), 1, H, NULL));
+    size_t hs = (size_t)layer * H;
+    K(kern_cuda_mlstm_step(a->hm, gen->C + hs * d * d, gen->n + hs * d, gen->m + hs, a->phq, a->phk, a->vh, a->it,
+                           a->lf, H, d, d, (float)c->mlstm_eps, NULL));
+    K(kern_cuda_mix_fwd(a->yhat, a->o, a->hm, a->yswa, 1, H, d, NULL));
     return 0;
 }
 
@@ -521,9 +603,17 @@ static int student_attention_bwd(gpu_net *g, int layer, const bf16 *xn, const at
 static int teacher_attention_fwd(gpu_net *g, int layer, const bf16 *xn, attn_acts *a, bf16 *out, xd_err *e) {
     const model_config *c = &g->cfg;
     if (qkv_rope(g, &g->L->layers[layer], xn, a, e)) return -1;
+    if (g->gen && g->gen->stepping) { /* one token against the KV cache */
+        int pos = g->gen->pos, W = c->sliding_window, lo = W > 0 && pos - W + 1 > 0 ? pos - W + 1 : 0;
+        if (gen_put_rows(g, layer, pos, a->kr, a->v, 1, e)) return -1;
+        K(kern_cuda_decode_attn_bf16(out, a->qr, gen_row(g, g->gen->kc, layer, 0), gen_row(g, g->gen->vc, layer, 0), lo,
+                                     pos - lo + 1, 0, 0, c->n_heads, c->n_kv_heads, c->head_dim, g->gen->ws, NULL));
+        return 0;
+    }
     int W = c->sliding_window > 0 && c->sliding_window < g->T ? c->sliding_window : g->T;
     K(kern_cuda_swa_fwd_bf16(out, a->lse, a->qr, a->kr, a->v, g->B, g->T, c->n_heads, c->n_kv_heads, c->head_dim, W,
                              0, NULL));
+    if (g->gen && gen_put_rows(g, layer, 0, a->kr, a->v, g->T, e)) return -1; /* a prompt: its keys and values */
     return 0;
 }
 
@@ -546,7 +636,8 @@ static int forward(gpu_net *g, const int *tokens, xd_err *e) {
         K(kern_cuda_rmsnorm_f32(la->xn1, la->x, pf(g, o->attn_norm), N, D, eps, NULL));
         const bf16 *y;
         if (g->student) {
-            if (student_attention_fwd(g, l, la->xn1, &la->a, e)) return -1;
+            if ((g->gen && g->gen->stepping ? student_attention_step : student_attention_fwd)(g, l, la->xn1, &la->a, e))
+                return -1;
             y = la->a.yhat;
         } else {
             if (teacher_attention_fwd(g, l, la->xn1, &la->a, g->attn_out, e)) return -1;
@@ -570,6 +661,9 @@ static int forward(gpu_net *g, const int *tokens, xd_err *e) {
     if (n_run < c->n_layers) return 0;
     K(kern_cuda_rmsnorm_f32(g->xnf, g->x_final, pf(g, L->final_norm), N, D, eps, NULL));
     if (g->logits) K(kern_cuda_matmul(g->logits, 1, g->xnf, pb(g, L->lm_head), N, c->vocab, D, 0, 1, 1.0f, 0.0f, NULL));
+    if (g->gen) /* generation: the last token's logits only */
+        K(kern_cuda_matmul(g->gen->logits, 1, g->xnf + (size_t)(N - 1) * D, pb(g, L->lm_head), 1, c->vocab, D, 0, 1,
+                           1.0f, 0.0f, NULL));
     return 0;
 }
 
@@ -735,4 +829,129 @@ int gpu_net_clip_adamw(gpu_net *g, const uint64_t *offset, const uint64_t *count
         packed += count[r];
     }
     return 0;
+}
+
+/* ---- generation ---- */
+
+int gpu_gen_open(gpu_gen **out, const model_transformer *m, int device, int max_prompt, int capacity, xd_err *e) {
+    *out = NULL;
+    const model_config *c = &m->cfg;
+    if (max_prompt < 1 || (!c->student && capacity < max_prompt))
+        return xd_fail(e, "gpu: a prompt of up to %d tokens in a cache of %d positions", max_prompt, capacity);
+    gpu_gen *gen = xd_calloc(1, sizeof *gen, e);
+    if (!gen) return -1;
+    if (gpu_net_open(&gen->net, m, device, 1, max_prompt, 0, 0, -1, e)) {
+        free(gen);
+        return -1;
+    }
+    gpu_net *g = gen->net;
+    g->gen = gen;
+    g->inv_freq = m->rope_inv_freq;
+    gen->max_prompt = max_prompt;
+    gen->capacity = c->student ? 0 : capacity;
+    gen->rows = c->student ? c->sinks + c->window : capacity;
+    size_t kvd = (size_t)c->n_kv_heads * c->head_dim, hs = c->student ? (size_t)c->n_layers * c->n_heads : 0;
+    size_t d = (size_t)c->head_dim;
+    arena a = {NULL, 0};
+    for (int pass = 0; pass < 2; pass++) { /* sizes, then addresses */
+        TAKE(&a, gen->kc, (size_t)c->n_layers * gen->rows * kvd);
+        TAKE(&a, gen->vc, (size_t)c->n_layers * gen->rows * kvd);
+        TAKE(&a, gen->C, hs * d * d);
+        TAKE(&a, gen->n, hs * d);
+        TAKE(&a, gen->m, hs);
+        TAKE(&a, gen->logits, c->vocab);
+        gen->ws = take(&a, kern_cuda_decode_attn_ws_bytes(c->n_heads, c->head_dim, gen->rows));
+        if (pass == 0) {
+            gen->mem_bytes = a.used;
+            gen->mem = kern_cuda_alloc(a.used);
+            if (!gen->mem) {
+                xd_fail(e, "gpu: %s for the generation state of %s", kern_cuda_last_error(), m->source);
+                gpu_gen_close(gen);
+                return -1;
+            }
+            a = (arena){gen->mem, 0};
+        }
+    }
+    if (gpu_gen_reset(gen, e)) {
+        gpu_gen_close(gen);
+        return -1;
+    }
+    *out = gen;
+    return 0;
+}
+
+int gpu_gen_reset(gpu_gen *gen, xd_err *e) {
+    const model_config *c = &gen->net->cfg;
+    size_t hs = c->student ? (size_t)c->n_layers * c->n_heads : 0;
+    gen->pos = 0;
+    /* the empty mLSTM state: C = 0, n = 0, m = -inf (the caches need no clearing: rows are read
+     * only once written) */
+    if (kern_cuda_zero(gen->C, sizeof(float) * hs * c->head_dim * c->head_dim, NULL) ||
+        kern_cuda_zero(gen->n, sizeof(float) * hs * c->head_dim, NULL))
+        return cuda_fail(e, "gpu: generation state");
+    if (!hs) return 0;
+    float *minf = xd_malloc(sizeof(float) * hs, e);
+    if (!minf) return -1;
+    for (size_t i = 0; i < hs; i++) minf[i] = -INFINITY;
+    int rc = kern_cuda_copy(gen->m, minf, sizeof(float) * hs, 0, NULL) || kern_cuda_sync(NULL);
+    free(minf);
+    return rc ? cuda_fail(e, "gpu: generation state") : 0;
+}
+
+void gpu_gen_close(gpu_gen *gen) {
+    if (!gen) return;
+    kern_cuda_free(gen->mem);
+    gpu_net_close(gen->net);
+    free(gen);
+}
+
+int gpu_gen_pos(const gpu_gen *gen) { return gen->pos; }
+const char *gpu_gen_device(const gpu_gen *gen) { return gen->net->device; }
+
+double gpu_gen_state_bytes(const gpu_gen *gen) {
+    const model_config *c = &gen->net->cfg;
+    double kv_row = 2.0 * sizeof(bf16) * c->n_kv_heads * c->head_dim * c->n_layers;
+    if (!c->student) return kv_row * gen->pos; /* the KV cache grows with the context */
+    double hs = (double)c->n_layers * c->n_heads, d = c->head_dim;
+    return kv_row * gen->rows + sizeof(float) * hs * (d * d + d + 1);
+}
+
+double gpu_gen_bytes(const gpu_gen *gen) { return (double)gen->mem_bytes + gpu_net_bytes(gen->net); }
+
+/* one token at gen->pos in step form */
+static int gen_step(gpu_gen *gen, int token, xd_err *e) {
+    gpu_net *g = gen->net;
+    const model_config *c = &g->cfg;
+    if (!c->student && gen->pos >= gen->capacity)
+        return xd_fail(e, "gpu: the KV cache is full (%d positions)", gen->capacity);
+    int half = c->head_dim / 2;
+    float tab[2 * 128];
+    kern_rope_tables_f32(tab, tab + half, gen->pos, 1, half, g->inv_freq);
+    g->T = g->N = 1;
+    gen->stepping = true;
+    int rc = 0;
+    if (kern_cuda_copy(g->cos_t, tab, sizeof(float) * half, 0, NULL) ||
+        kern_cuda_copy(g->sin_t, tab + half, sizeof(float) * half, 0, NULL))
+        rc = cuda_fail(e, "gpu: RoPE row");
+    if (rc == 0) rc = forward(g, &token, e);
+    gen->stepping = false;
+    if (rc == 0) gen->pos++;
+    return rc;
+}
+
+int gpu_gen_feed(gpu_gen *gen, const int *tokens, int n, float *logits, xd_err *e) {
+    gpu_net *g = gen->net;
+    if (n < 1) return xd_fail(e, "gpu: nothing to feed");
+    int rc = 0;
+    if (gen->pos == 0 && n > 1) { /* a prompt: chunkwise, with the RoPE rows gpu_net_open wrote */
+        if (n > gen->max_prompt)
+            return xd_fail(e, "gpu: a prompt of %d tokens; this generator takes at most %d", n, gen->max_prompt);
+        g->T = g->N = n;
+        rc = forward(g, tokens, e);
+        if (rc == 0) gen->pos = n;
+    } else
+        for (int i = 0; i < n && rc == 0; i++) rc = gen_step(gen, tokens[i], e);
+    if (rc == 0 && logits && kern_cuda_copy(logits, gen->logits, sizeof(float) * (size_t)g->cfg.vocab, 1, NULL))
+        rc = cuda_fail(e, "gpu: logits");
+    return rc;
 }

@@ -79,6 +79,25 @@ int gpu_net_clip_adamw(gpu_net *g, const uint64_t *offset, const uint64_t *count
                        double max_norm, double lr, double beta1, double beta2, double eps,
                        double weight_decay, long step, double *norm, xd_err *e);
 
+/* Generation for one sequence: the teacher with a KV cache of `capacity` positions, the student in
+ * step form with its fixed-size state (per layer the sink and window rows, bf16, and per head the
+ * mLSTM state, fp32). The first feed of n >= 2 tokens (n <= max_prompt) runs them at once, as the
+ * chunkwise forward, and hands the states over (as model_student_prefill); every other token is
+ * a step. Same maths as the CPU's model_transformer_forward and model_student_step. */
+typedef struct gpu_gen gpu_gen;
+int gpu_gen_open(gpu_gen **out, const model_transformer *m, int device, int max_prompt, int capacity, xd_err *e);
+void gpu_gen_close(gpu_gen *g);
+/* Consumes n tokens; logits (host, may be NULL): the last one's [V]. */
+int gpu_gen_feed(gpu_gen *g, const int *tokens, int n, float *logits, xd_err *e);
+/* Back to the empty context (position 0), for the next sequence. */
+int gpu_gen_reset(gpu_gen *g, xd_err *e);
+int gpu_gen_pos(const gpu_gen *g);
+const char *gpu_gen_device(const gpu_gen *g);
+/* The device bytes of the context: the KV cache in use (teacher) or the whole state (student). */
+double gpu_gen_state_bytes(const gpu_gen *g);
+/* Every device byte it holds: weights, the prompt's activations, caches and states. */
+double gpu_gen_bytes(const gpu_gen *g);
+
 /* Per-kernel timing (each call alone, synchronised) summed by function; the report divides by
  * per (steps) and lists the largest first. For benchmarks only: the syncs cost time. */
 void gpu_profile(bool on);

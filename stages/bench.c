@@ -180,16 +180,74 @@ static int bench_gpu(const model_transformer *teacher, const model_transformer *
     free(tokens);
     return rc;
 }
+
+/* Generation of one sequence, teacher against student: a prompt of ctx random tokens at once, then
+ * n_new tokens one at a time (each step's logits read back, as xtrain generate does). */
+static int bench_generate(const model_transformer *teacher, const model_transformer *student, int device,
+                          const int *contexts, int n_ctx, int n_new, xd_err *e) {
+    int max_ctx = 0;
+    for (int i = 0; i < n_ctx; i++) max_ctx = contexts[i] > max_ctx ? contexts[i] : max_ctx;
+    int V = teacher->cfg.vocab;
+    int *tokens = xd_malloc(sizeof(int) * ((size_t)max_ctx + n_new), e);
+    float *logits = tokens ? xd_malloc(sizeof(float) * (size_t)V, e) : NULL;
+    if (!logits) return free(tokens), -1;
+    xd_rng r;
+    xd_rng_seed(&r, 11);
+    for (int i = 0; i < max_ctx + n_new; i++) tokens[i] = (int)(xd_rng_next(&r) % (uint64_t)V);
+    int rc = 0;
+    for (int i = 0; i < n_ctx && rc == 0; i++)
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            const model_transformer *m = k ? student : teacher;
+            int ctx = contexts[i];
+            gpu_gen *g = NULL;
+            if ((rc = gpu_gen_open(&g, m, device, ctx, ctx + n_new, e))) break;
+            /* a first short run warms the kernels up */
+            rc = gpu_gen_feed(g, tokens, ctx < 64 ? ctx : 64, logits, e) || gpu_gen_feed(g, tokens, 1, logits, e) ||
+                 gpu_gen_reset(g, e);
+            double t0 = now_synced();
+            rc = rc || gpu_gen_feed(g, tokens, ctx, logits, e);
+            double t1 = now_synced();
+            for (int s = 0; s < n_new && rc == 0; s++) rc = gpu_gen_feed(g, tokens + ctx + s, 1, logits, e);
+            double t2 = now_synced();
+            if (rc == 0)
+                printf("generate %-7s context %6d: prefill %9.0f tokens/s (%7.1f ms), decode %7.1f tokens/s (%.2f ms a "
+                       "token), %s %8.1f MiB, device memory %.2f GiB\n",
+                       k ? "student" : "teacher", ctx, ctx / (t1 - t0), 1e3 * (t1 - t0), n_new / (t2 - t1),
+                       1e3 * (t2 - t1) / n_new, k ? "state" : "KV cache", gpu_gen_state_bytes(g) / (1 << 20),
+                       gpu_gen_bytes(g) / 1073741824.0);
+            gpu_gen_close(g);
+        }
+    free(logits);
+    free(tokens);
+    return rc;
+}
 #endif
+
+/* "1024,8192,32768" -> up to 16 positive ints */
+static int parse_contexts(const char *text, int *out, int *n, xd_err *e) {
+    *n = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 2 || v > (1 << 22) || (*end && *end != ',') || *n == 16)
+            return xd_fail(e, "--context \"%s\": expected up to 16 comma-separated lengths in 2..4194304", text);
+        out[(*n)++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return *n ? 0 : xd_fail(e, "--context is empty");
+}
 
 int stage_bench(int argc, char **argv) {
     const char *shape = "smollm2-135m", *stage = "all", *device = "cuda";
-    int B = 8, T = 2048, steps = 5, window = 512, sinks = 4, chunk = 64;
+    const char *context = "1024,8192,32768";
+    int B = 8, T = 2048, steps = 5, window = 512, sinks = 4, chunk = 64, n_new = 128;
     double peak = 0;
     bool profile = false;
     arg_spec specs[] = {
         {"--shape", ARG_STRING, &shape, "smollm2-135m (default) or llama-1b: a teacher of that shape, random weights", false},
-        {"--stage", ARG_STRING, &stage, "align, distill or all (default)", false},
+        {"--stage", ARG_STRING, &stage, "align, distill, all (default: both) or generate", false},
+        {"--context", ARG_STRING, &context, "generate: prompt lengths (default 1024,8192,32768)", false},
+        {"--new", ARG_INT, &n_new, "generate: tokens generated after each prompt (default 128)", false},
         {"--batch", ARG_INT, &B, "sequences per step (default 8)", false},
         {"--seq-len", ARG_INT, &T, "tokens per sequence (default 2048)", false},
         {"--steps", ARG_INT, &steps, "timed steps after one warm-up (default 5)", false},
@@ -205,16 +263,23 @@ int stage_bench(int argc, char **argv) {
     int prc = args_parse(specs, n, argc, argv, &e);
     if (prc) {
         if (prc < 0) fprintf(stderr, "xtrain bench: %s\n", e.msg);
-        args_usage("xtrain bench [--shape smollm2-135m|llama-1b] [--stage align|distill|all] [--batch B] "
-                   "[--seq-len T] [--steps N] [--device cuda[:N]]",
+        args_usage("xtrain bench [--shape smollm2-135m|llama-1b] [--stage align|distill|all|generate] [--batch B] "
+                   "[--seq-len T] [--steps N] [--context L,L,...] [--new N] [--device cuda[:N]]",
                    specs, n);
         return prc < 0 ? 2 : 0;
     }
     bool do_align = !strcmp(stage, "align") || !strcmp(stage, "all");
     bool do_distill = !strcmp(stage, "distill") || !strcmp(stage, "all");
+    bool do_generate = !strcmp(stage, "generate");
+    int contexts[16], n_ctx = 0;
     model_config c;
     int rc = 0;
-    if (!do_align && !do_distill) rc = xd_fail(&e, "stage \"%s\": expected align, distill or all", stage);
+    if (!do_align && !do_distill && !do_generate)
+        rc = xd_fail(&e, "stage \"%s\": expected align, distill, all or generate", stage);
+    else if (do_generate && parse_contexts(context, contexts, &n_ctx, &e))
+        rc = -1;
+    else if (do_generate && n_new < 1)
+        rc = xd_fail(&e, "--new %d: must be at least 1", n_new);
     else if (B < 1 || T < 2 || steps < 1 || (double)B * T > (1 << 24))
         rc = xd_fail(&e, "batch %d x seq-len %d x steps %d: each must be positive, B x T at most 2^24", B, T, steps);
     else
@@ -231,12 +296,19 @@ int stage_bench(int argc, char **argv) {
     if (rc == 0) rc = model_transformer_random(&teacher, &c, 1, 0.02f, &e);
     model_student_settings set = {window, sinks, chunk, 1e-6};
     if (rc == 0) rc = model_student_init(&teacher, &set, &student, &e);
-    if (rc == 0)
+    if (rc == 0 && do_generate)
+        printf("xtrain bench: %s-shaped teacher (%.1fM parameters) and student (%.1fM, window %d, %d sinks), random "
+               "weights, generation of %d tokens after each prompt\n",
+               shape, teacher.n_params / 1e6, student.n_params / 1e6, window, sinks, n_new);
+    else if (rc == 0)
         printf("xtrain bench: %s-shaped teacher (%.1fM parameters) and student (%.1fM), random weights, B %d x T %d, "
                "%d timed steps\n",
                shape, teacher.n_params / 1e6, student.n_params / 1e6, B, T, steps);
 #ifdef XD_HAVE_CUDA
-    if (rc == 0) rc = bench_gpu(&teacher, &student, cuda, B, T, steps, do_align, do_distill, peak, profile, &e);
+    if (rc == 0 && do_generate) rc = bench_generate(&teacher, &student, cuda, contexts, n_ctx, n_new, &e);
+    else if (rc == 0) rc = bench_gpu(&teacher, &student, cuda, B, T, steps, do_align, do_distill, peak, profile, &e);
+#else
+    (void)contexts, (void)n_ctx;
 #endif
     if (rc) fprintf(stderr, "xtrain bench: %s\n", e.msg);
     model_transformer_free(&student);

@@ -9,9 +9,14 @@
  * alpha in {0, .01, .02, .05, .1, .2}; and alpha*, the smallest alpha with C_alpha >= 0.5. */
 #include "config.h"
 #include "stages.h"
+#include "trainer.h"
 #include "kernels/kernels.h"
 #include "model/data.h"
 #include "model/model.h"
+#ifdef XD_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#include "model/gpu.h"
+#endif
 
 #include <jansson.h>
 #include <math.h>
@@ -21,24 +26,63 @@
 static const double alphas[] = {0, 0.01, 0.02, 0.05, 0.1, 0.2};
 #define N_ALPHAS ((int)(sizeof alphas / sizeof alphas[0]))
 
-/* Logits [n, V] of a sequence under either model. */
-static int sequence_logits(const model_transformer *m, model_kv_cache *cache, float *hidden,
-                           const int *ids, int n, float *logits, xd_err *e) {
-    if (!m->cfg.student) {
-        cache->length = 0;
-        return model_transformer_forward(m, cache, ids, n, logits, true, e);
-    }
-    if (model_student_hidden(m, ids, n, hidden, e)) return -1;
-    model_lm_head(m, hidden, n, logits);
-    return 0;
-}
-
 typedef struct eval_models {
     model_transformer *m[2]; /* teacher, student */
     model_kv_cache cache;
     float *hidden, *logits[2];
     int cap; /* longest sequence */
+    int cuda; /* the device, -1 for the CPU */
+    void *gpu[2]; /* on a GPU: a gpu_net of each model for one sequence of gpu_T tokens */
+    int gpu_T, *padded;
 } eval_models;
+
+#ifdef XD_HAVE_CUDA
+/* Logits [n, V] of model k on the GPU: the sequence padded to the nets' length (both models are
+ * causal, so the padding changes none of the first n rows), the nets reopened longer (a power of
+ * two) when a sequence does not fit. */
+static int gpu_sequence_logits(eval_models *em, int k, const int *ids, int n, float *logits, xd_err *e) {
+    if (n > em->gpu_T) {
+        int T = 64;
+        while (T < n) T *= 2;
+        if (T > em->cap) T = em->cap;
+        for (int i = 0; i < 2; i++) {
+            gpu_net_close(em->gpu[i]);
+            em->gpu[i] = NULL;
+        }
+        em->gpu_T = 0;
+        for (int i = 0; i < 2; i++) {
+            gpu_net *g = NULL;
+            if (gpu_net_open(&g, em->m[i], em->cuda, 1, T, GPU_LOGITS, 0, -1, e)) return -1;
+            em->gpu[i] = g;
+        }
+        em->gpu_T = T;
+        fprintf(stderr, "[eval] on %s: teacher and student for sequences of up to %d tokens\n",
+                gpu_net_device(em->gpu[0]), T);
+    }
+    memcpy(em->padded, ids, sizeof(int) * (size_t)n);
+    for (int t = n; t < em->gpu_T; t++) em->padded[t] = 0;
+    gpu_net *g = em->gpu[k];
+    if ((k == 0 ? gpu_teacher_forward : gpu_student_forward)(g, em->padded, e)) return -1;
+    if (kern_cuda_copy(logits, gpu_net_logits(g), sizeof(float) * (size_t)n * em->m[k]->cfg.vocab, 1, NULL))
+        return xd_fail(e, "gpu: logits: %s", kern_cuda_last_error());
+    return 0;
+}
+#endif
+
+/* Logits [n, V] of a sequence under model k (0 the teacher, 1 the student). */
+static int sequence_logits(eval_models *em, int k, const int *ids, int n, float *logits, xd_err *e) {
+#ifdef XD_HAVE_CUDA
+    if (em->cuda >= 0) return gpu_sequence_logits(em, k, ids, n, logits, e);
+#endif
+    const model_transformer *m = em->m[k];
+    if (!m->cfg.student) {
+        em->cache.length = 0;
+        return model_transformer_forward(m, &em->cache, ids, n, logits, true, e);
+    }
+    if (model_student_hidden(m, ids, n, em->hidden, e)) return -1;
+    model_lm_head(m, em->hidden, n, logits);
+    return 0;
+}
 
 static double log_prob(const float *row, int V, int target) {
     return -kern_cross_entropy_row(row, V, target);
@@ -74,7 +118,7 @@ static int eval_domain(eval_models *em, const char *dir, int T, long max_tokens,
             break;
         }
         for (int k = 0; k < 2 && rc == 0; k++)
-            rc = sequence_logits(em->m[k], &em->cache, em->hidden, in, T, em->logits[k], e);
+            rc = sequence_logits(em, k, in, T, em->logits[k], e);
         for (int t = 0; rc == 0 && t < T && count < max_tokens; t++) {
             if (tg[t] < 0) continue;
             for (int k = 0; k < 2; k++) nll[k] -= log_prob(em->logits[k] + (size_t)t * V, V, tg[t]);
@@ -167,7 +211,7 @@ static int eval_choices(eval_models *em, const char *path, json_t *tasks, xd_err
                 rc = xd_fail(e, "%s line %d: choice %zu is empty or the item is longer than %d tokens", path,
                              line_no + 1, c, em->cap);
             for (int k = 0; k < 2 && rc == 0; k++) {
-                rc = sequence_logits(em->m[k], &em->cache, em->hidden, all, (int)na, em->logits[k], e);
+                rc = sequence_logits(em, k, all, (int)na, em->logits[k], e);
                 double ll = 0;
                 for (size_t t = start; rc == 0 && t < na; t++)
                     ll += log_prob(em->logits[k] + (t - 1) * (size_t)V, V, all[t]);
@@ -212,7 +256,7 @@ static int eval_choices(eval_models *em, const char *path, json_t *tasks, xd_err
 
 int stage_eval(int argc, char **argv) {
     xd_err e = {{0}};
-    char *teacher_path = NULL, *student_path = NULL, *out = NULL;
+    char *teacher_path = NULL, *student_path = NULL, *out = NULL, *device = NULL;
     cfg_sources data = {0}, mc = {0};
     long seq_len = 0, max_tokens = 0;
     cfg_field fields[] = {
@@ -223,6 +267,7 @@ int stage_eval(int argc, char **argv) {
         {"tasks", CFG_SOURCES, &mc, "", "multiple-choice .jsonl files (optional; weights ignored)", 0, 0},
         {"seq_len", CFG_INT, &seq_len, "256", "tokens per perplexity window", 2, 1 << 20},
         {"max_tokens", CFG_INT, &max_tokens, "8192", "validation tokens per domain at most", 1, 1e12},
+        {"device", CFG_STRING, &device, "cpu", "cpu, cuda or cuda:N: where both models run", 0, 0},
     };
     int n_fields = (int)(sizeof fields / sizeof fields[0]);
     int cli = cfg_stage_cli("eval", argc, argv, fields, n_fields, NULL, NULL, NULL);
@@ -231,9 +276,10 @@ int stage_eval(int argc, char **argv) {
         return cli == 1 ? 0 : 2;
     }
     model_transformer teacher = {0}, student = {0};
-    eval_models em = {{&teacher, &student}, {0}, NULL, {NULL, NULL}, 0};
+    eval_models em = {{&teacher, &student}, {0}, NULL, {NULL, NULL}, 0, -1, {NULL, NULL}, 0, NULL};
     json_t *tasks = json_array(), *skipped = NULL;
-    int rc = 0;
+    int rc = trainer_parse_device(device, &em.cuda, &e);
+    if (rc) goto done;
     if ((rc = model_transformer_load(teacher_path, &teacher, &e))) goto done;
     if ((rc = model_transformer_load(student_path, &student, &e))) goto done;
     if ((rc = stage_check_lineage(&teacher, &student, false, &e))) goto done;
@@ -242,7 +288,8 @@ int stage_eval(int argc, char **argv) {
     em.hidden = xd_malloc(sizeof(float) * (size_t)em.cap * teacher.cfg.hidden, &e);
     em.logits[0] = em.hidden ? xd_malloc(sizeof(float) * (size_t)em.cap * V, &e) : NULL;
     em.logits[1] = em.logits[0] ? xd_malloc(sizeof(float) * (size_t)em.cap * V, &e) : NULL;
-    if (!em.logits[1] || model_kv_cache_init(&em.cache, &teacher.cfg, em.cap, &e)) {
+    em.padded = em.logits[1] ? xd_malloc(sizeof(int) * (size_t)em.cap, &e) : NULL;
+    if (!em.padded || (em.cuda < 0 && model_kv_cache_init(&em.cache, &teacher.cfg, em.cap, &e))) {
         rc = -1;
         goto done;
     }
@@ -299,7 +346,11 @@ done:
     if (rc) fprintf(stderr, "xtrain eval: %s\n", e.msg);
     json_decref(tasks);
     json_decref(skipped);
-    free(em.hidden), free(em.logits[0]), free(em.logits[1]);
+    free(em.hidden), free(em.logits[0]), free(em.logits[1]), free(em.padded);
+#ifdef XD_HAVE_CUDA
+    gpu_net_close(em.gpu[0]);
+    gpu_net_close(em.gpu[1]);
+#endif
     model_kv_cache_free(&em.cache);
     model_transformer_free(&student);
     model_transformer_free(&teacher);

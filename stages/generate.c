@@ -1,8 +1,12 @@
 /* xtrain generate: stream text from a model, greedy or sampled (temperature, top-p). */
 #include "args.h"
 #include "stages.h"
+#include "trainer.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
+#ifdef XD_HAVE_CUDA
+#include "model/gpu.h"
+#endif
 
 #include <float.h>
 #include <math.h>
@@ -56,16 +60,37 @@ static int sample_token(float *logits, int V, double temperature, double top_p, 
     return scratch[n - 1].id;
 }
 
+/* Where the context lives: on the CPU the teacher's KV cache or the student's step state, on a
+ * GPU a gpu_gen holding either. */
+typedef struct gen_ctx {
+    const model_transformer *m;
+    model_kv_cache cache;
+    model_student_state state;
+    void *gpu; /* gpu_gen, with the CUDA backend */
+} gen_ctx;
+
 /* Runs tokens through the model, leaving the logits of the last one: the teacher through its KV
- * cache, the student in step form (constant memory, the prompt included). */
-static int feed(const model_transformer *m, model_kv_cache *cache, model_student_state *state,
-                const int *tokens, int n, float *logits, xd_err *e) {
-    if (!m->cfg.student) return model_transformer_forward(m, cache, tokens, n, logits, false, e);
-    return model_student_prefill(m, state, tokens, n, logits, e); /* a prompt chunkwise, then steps */
+ * cache, the student in step form (constant memory; a prompt chunkwise, then steps). */
+static int feed(gen_ctx *g, const int *tokens, int n, float *logits, xd_err *e) {
+#ifdef XD_HAVE_CUDA
+    if (g->gpu) return gpu_gen_feed(g->gpu, tokens, n, logits, e);
+#endif
+    if (!g->m->cfg.student) return model_transformer_forward(g->m, &g->cache, tokens, n, logits, false, e);
+    return model_student_prefill(g->m, &g->state, tokens, n, logits, e);
+}
+
+static double context_bytes(const gen_ctx *g) {
+#ifdef XD_HAVE_CUDA
+    if (g->gpu) return gpu_gen_state_bytes(g->gpu);
+#endif
+    const model_config *c = &g->m->cfg;
+    return c->student ? (double)g->state.bytes
+                      : 2.0 * sizeof(float) * c->n_layers * (double)g->cache.length * c->n_kv_heads * c->head_dim;
 }
 
 int stage_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *system = NULL;
+    const char *device = "cpu";
     bool chat = false, quiet = false;
     int max_new = 128, seed = 0;
     double temperature = 0.0, top_p = 1.0;
@@ -79,11 +104,12 @@ int stage_generate(int argc, char **argv) {
         {"--temperature", ARG_DOUBLE, &temperature, "0 = greedy (default 0)", false},
         {"--top-p", ARG_DOUBLE, &top_p, "nucleus sampling mass (default 1)", false},
         {"--seed", ARG_INT, &seed, "sampling seed (default 0)", false},
+        {"--device", ARG_STRING, &device, "cpu (default), cuda or cuda:N", false},
         {"--quiet", ARG_FLAG, &quiet, "no speed summary on stderr", false},
     };
     int n_specs = sizeof specs / sizeof specs[0];
     const char *usage = "xtrain generate --model PATH --prompt TEXT|--prompt-file F [--chat] [--max-new N] "
-                        "[--temperature T] [--top-p P] [--seed S]";
+                        "[--temperature T] [--top-p P] [--seed S] [--device cpu|cuda[:N]]";
     xd_err e = {{0}};
     int prc = args_parse(specs, n_specs, argc, argv, &e);
     if (prc) {
@@ -101,6 +127,11 @@ int stage_generate(int argc, char **argv) {
         return 2;
     }
 
+    int cuda = -1;
+    if (trainer_parse_device(device, &cuda, &e)) {
+        fprintf(stderr, "xtrain generate: %s\n", e.msg);
+        return 2;
+    }
     char *file_text = NULL;
     if (prompt_file) {
         size_t len;
@@ -125,8 +156,7 @@ int stage_generate(int argc, char **argv) {
     char *text = NULL;
     int *ids = NULL;
     size_t n_ids = 0;
-    model_kv_cache cache = {0};
-    model_student_state state = {0};
+    gen_ctx g = {&m, {0}, {0}, NULL};
     float *logits = NULL;
     prob_index *scratch = NULL;
     const model_tokenizer *tok = m.tokenizer;
@@ -160,8 +190,16 @@ int stage_generate(int argc, char **argv) {
         capacity = m.cfg.max_positions;
     }
     int V = m.cfg.vocab;
-    if (m.cfg.student) rc = model_student_state_init(&state, &m.cfg, &e);
-    else rc = model_kv_cache_init(&cache, &m.cfg, (int)capacity, &e);
+    if (cuda >= 0) {
+#ifdef XD_HAVE_CUDA
+        gpu_gen *gg = NULL;
+        rc = gpu_gen_open(&gg, &m, cuda, (int)n_ids, (int)capacity, &e);
+        g.gpu = gg;
+#endif
+    } else if (m.cfg.student)
+        rc = model_student_state_init(&g.state, &m.cfg, &e);
+    else
+        rc = model_kv_cache_init(&g.cache, &m.cfg, (int)capacity, &e);
     if (rc) goto done;
     logits = xd_malloc(sizeof(float) * (size_t)V, &e);
     scratch = logits ? xd_malloc(sizeof *scratch * (size_t)V, &e) : NULL;
@@ -174,7 +212,7 @@ int stage_generate(int argc, char **argv) {
     xd_rng_seed(&rng, (uint64_t)seed);
 
     double t0 = xd_now();
-    if ((rc = feed(&m, &cache, &state, ids, (int)n_ids, logits, &e))) goto done;
+    if ((rc = feed(&g, ids, (int)n_ids, logits, &e))) goto done;
     double t_prefill = xd_now() - t0;
     int generated = 0;
     double t1 = xd_now();
@@ -188,25 +226,31 @@ int stage_generate(int argc, char **argv) {
             fflush(stdout);
         }
         generated++;
-        if (generated == max_new || (!m.cfg.student && cache.length == cache.capacity)) break;
-        if ((rc = feed(&m, &cache, &state, &next, 1, logits, &e))) goto done;
+        /* the teacher's cache holds the prompt and generated - 1 tokens: full at capacity */
+        if (generated == max_new || (!m.cfg.student && (long)n_ids + generated > capacity)) break;
+        if ((rc = feed(&g, &next, 1, logits, &e))) goto done;
     }
     double t_decode = xd_now() - t1;
     printf("\n");
     if (!quiet)
         fprintf(stderr, "[generate] prompt %zu tokens: prefill %.1f tok/s; %d new tokens: decode %.1f tok/s; "
-                "%s %.1f MiB\n", n_ids, n_ids / t_prefill, generated,
-                generated > 0 ? generated / t_decode : 0.0,
-                m.cfg.student ? "recurrent state" : "KV cache",
-                (m.cfg.student ? (double)state.bytes
-                               : 2.0 * sizeof(float) * m.cfg.n_layers * (double)cache.length *
-                                     m.cfg.n_kv_heads * m.cfg.head_dim) / (1 << 20));
+                "%s %.1f MiB%s%s\n", n_ids, n_ids / t_prefill, generated, generated > 0 ? generated / t_decode : 0.0,
+                m.cfg.student ? "recurrent state" : "KV cache", context_bytes(&g) / (1 << 20), g.gpu ? "; on " : "",
+#ifdef XD_HAVE_CUDA
+                g.gpu ? gpu_gen_device(g.gpu) : ""
+#else
+                ""
+#endif
+        );
 done:
     if (rc) fprintf(stderr, "xtrain generate: %s\n", e.msg);
     free(scratch);
     free(logits);
-    model_kv_cache_free(&cache);
-    model_student_state_free(&state);
+    model_kv_cache_free(&g.cache);
+    model_student_state_free(&g.state);
+#ifdef XD_HAVE_CUDA
+    gpu_gen_close(g.gpu);
+#endif
     free(ids);
     free(text);
     free(file_text);

@@ -1,8 +1,13 @@
 /* xtrain ppl: perplexity of a text or of token ids under a model. */
 #include "args.h"
 #include "stages.h"
+#include "trainer.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
+#ifdef XD_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#include "model/gpu.h"
+#endif
 
 #include <errno.h>
 #include <math.h>
@@ -78,7 +83,7 @@ static int read_text_tokens(const char *path, const model_transformer *m, int **
 }
 
 int stage_ppl(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *ids_path = NULL, *dump_path = NULL;
+    const char *model_path = NULL, *text_path = NULL, *ids_path = NULL, *dump_path = NULL, *device = "cpu";
     int ctx = 0;
     bool json = false, recurrent = false;
     arg_spec specs[] = {
@@ -89,10 +94,11 @@ int stage_ppl(int argc, char **argv) {
         {"--dump-logits", ARG_STRING, &dump_path, "write the first window's logits (float32 LE [n, vocab])", false},
         {"--json", ARG_FLAG, &json, "print one JSON object instead of the summary line", false},
         {"--recurrent", ARG_FLAG, &recurrent, "student only: one token at a time in step form (constant memory)", false},
+        {"--device", ARG_STRING, &device, "cpu (default), cuda or cuda:N", false},
     };
     int n_specs = sizeof specs / sizeof specs[0];
     const char *usage = "xtrain ppl --model PATH (--text FILE | --ids-file FILE) [--ctx N] "
-                        "[--dump-logits FILE] [--json] [--recurrent]";
+                        "[--dump-logits FILE] [--json] [--recurrent] [--device cpu|cuda[:N]]";
     xd_err e = {{0}};
     int prc = args_parse(specs, n_specs, argc, argv, &e);
     if (prc) {
@@ -110,6 +116,11 @@ int stage_ppl(int argc, char **argv) {
         return 2;
     }
 
+    int cuda = -1;
+    if (trainer_parse_device(device, &cuda, &e)) {
+        fprintf(stderr, "xtrain ppl: %s\n", e.msg);
+        return 2;
+    }
     model_transformer m;
     double t0 = xd_now();
     if (model_transformer_load(model_path, &m, &e)) {
@@ -152,11 +163,24 @@ int stage_ppl(int argc, char **argv) {
     }
     /* Three ways to get a window's logits, PPL_BLOCK rows at a time: the teacher through its KV
      * cache; a student chunkwise (hidden states of the whole window, then the LM head by
-     * blocks); a student in step form, one token at a time in constant memory (--recurrent). */
+     * blocks); a student in step form, one token at a time in constant memory (--recurrent).
+     * On a GPU: a whole window at once (padded to ctx: the models are causal), or the step form. */
     model_kv_cache cache = {0};
     model_student_state state = {0};
     int V = m.cfg.vocab, D = m.cfg.hidden;
     float *logits = NULL, *hidden = NULL;
+    int *padded = NULL;
+#ifdef XD_HAVE_CUDA
+    gpu_net *gnet = NULL;
+    gpu_gen *ggen = NULL;
+    if (cuda >= 0) {
+        if (recurrent) rc = gpu_gen_open(&ggen, &m, cuda, 1, ctx, &e);
+        else if (!(padded = xd_calloc((size_t)ctx, sizeof(int), &e))) rc = -1;
+        else rc = gpu_net_open(&gnet, &m, cuda, 1, ctx, GPU_LOGITS, 0, -1, &e);
+        if (rc == 0 && !json)
+            fprintf(stderr, "[ppl] on %s\n", recurrent ? gpu_gen_device(ggen) : gpu_net_device(gnet));
+    } else
+#endif
     if (!m.cfg.student) rc = model_kv_cache_init(&cache, &m.cfg, ctx, &e);
     else if (recurrent) rc = model_student_state_init(&state, &m.cfg, &e);
     else if (!(hidden = xd_malloc(sizeof(float) * (size_t)ctx * D, &e))) rc = -1;
@@ -172,7 +196,16 @@ int stage_ppl(int argc, char **argv) {
         const int *w = ids + w0;
         windows++;
         cache.length = 0;
-        if (recurrent) {
+        if (cuda >= 0) {
+#ifdef XD_HAVE_CUDA
+            if (recurrent) rc = gpu_gen_reset(ggen, &e);
+            else {
+                memcpy(padded, w, sizeof(int) * wlen);
+                memset(padded + wlen, 0, sizeof(int) * ((size_t)ctx - wlen));
+                rc = (m.cfg.student ? gpu_student_forward : gpu_teacher_forward)(gnet, padded, &e);
+            }
+#endif
+        } else if (recurrent) {
             model_student_state_free(&state);
             rc = model_student_state_init(&state, &m.cfg, &e);
         } else if (m.cfg.student) {
@@ -180,7 +213,15 @@ int stage_ppl(int argc, char **argv) {
         }
         for (size_t b = 0; rc == 0 && b < wlen; b += PPL_BLOCK) {
             int bl = (int)(wlen - b < PPL_BLOCK ? wlen - b : PPL_BLOCK);
-            if (!m.cfg.student) {
+            if (cuda >= 0) {
+#ifdef XD_HAVE_CUDA
+                if (recurrent)
+                    for (int t = 0; rc == 0 && t < bl; t++) rc = gpu_gen_feed(ggen, w + b + t, 1, logits + (size_t)t * V, &e);
+                else if (kern_cuda_copy(logits, gpu_net_logits(gnet) + b * (size_t)V, sizeof(float) * (size_t)bl * V, 1,
+                                        NULL))
+                    rc = xd_fail(&e, "gpu: logits: %s", kern_cuda_last_error());
+#endif
+            } else if (!m.cfg.student) {
                 rc = model_transformer_forward(&m, &cache, w + b, bl, logits, true, &e);
             } else if (recurrent) {
                 for (int t = 0; rc == 0 && t < bl; t++)
@@ -231,6 +272,11 @@ int stage_ppl(int argc, char **argv) {
     }
     free(logits);
     free(hidden);
+    free(padded);
+#ifdef XD_HAVE_CUDA
+    gpu_net_close(gnet);
+    gpu_gen_close(ggen);
+#endif
     model_student_state_free(&state);
     model_kv_cache_free(&cache);
     model_transformer_free(&m);

@@ -475,10 +475,6 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
         return xd_fail(e, "schedule \"%s\" must be cosine or constant", s->schedule);
     if (s->data.count > MODEL_DATA_MAX_SOURCES) return xd_fail(e, "at most %d data sources", MODEL_DATA_MAX_SOURCES);
     if (trainer_parse_device(s->device, &t->cuda, e)) return -1;
-#ifdef XD_HAVE_CUDA
-    if (t->cuda >= 0 && kern_cuda_use_device(t->cuda, NULL, 0, NULL))
-        return xd_fail(e, "device \"%s\": %s", s->device, kern_cuda_last_error());
-#endif
     t->micro = s->micro_batch ? (int)s->micro_batch : (int)s->batch;
     if (s->batch % t->micro)
         return xd_fail(e, "micro_batch %ld does not divide batch %ld", s->micro_batch, s->batch);
@@ -563,6 +559,8 @@ int trainer_parse_device(const char *spec, int *cuda, xd_err *e) {
     return xd_fail(e, "device \"%s\": this xtrain was built without the CUDA backend (no CUDA toolkit at configure time)",
                    spec);
 #else
+    if (kern_cuda_use_device(*cuda, NULL, 0, NULL)) /* there, before any work */
+        return xd_fail(e, "device \"%s\": %s", spec, kern_cuda_last_error());
     return 0;
 #endif
 }

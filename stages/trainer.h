@@ -132,8 +132,8 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
                          const cfg_field *fields, int n_fields, bool same_weights,
                          int (*prepare)(trainer_session *, void *, xd_err *),
                          bool (*select)(const model_tensor_entry *, void *), void *ctx, xd_err *e);
-/* "cpu" -> -1, "cuda" -> 0, "cuda:N" -> N; an error names the key's value, and a CUDA device
- * asked of a build without the CUDA backend. */
+/* "cpu" -> -1, "cuda" -> 0, "cuda:N" -> N, a CUDA device made current; an error names the key's
+ * value, a CUDA device asked of a build without the CUDA backend, and one that is not there. */
 int trainer_parse_device(const char *spec, int *cuda, xd_err *e);
 /* From now on the student trains on the GPU: its moments are uploaded from t->opt, step_end
  * clips and steps there, and checkpoints and the final model are read back from it. */

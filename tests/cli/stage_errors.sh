@@ -46,6 +46,24 @@ if ! nvidia-smi -L > /dev/null 2>&1; then
   try distill "" "--device cuda"; rc=$?
   check "cuda without a GPU is a clear error (rc=$rc)" "[ $rc -eq 1 ] && grep -Eq 'without the CUDA backend|device \"cuda\": .*(CUDA|device)' '$tmp/err'"
 fi
+# eval, ppl and generate take a device too, checked before any work
+printf 'teacher: %s\nstudent: %s\nout: %s\ndata: [%s]\ndevice: cuda:x\n' "$teacher" "$tmp/student" "$tmp/report.json" \
+  "$tmp/data" > "$tmp/e.yaml"
+"$xtrain" eval --config "$tmp/e.yaml" > /dev/null 2> "$tmp/err"; rc=$?
+check "eval names a bad device and writes no report (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'device \"cuda:x\": expected cpu, cuda or cuda:N' '$tmp/err' && [ ! -e '$tmp/report.json' ]"
+"$xtrain" ppl --model "$tmp/student" --text "$src/tests/data/english.txt" --device npu > /dev/null 2> "$tmp/err"; rc=$?
+check "ppl names a bad device (rc=$rc)" "[ $rc -eq 2 ] && grep -q 'xtrain ppl: device \"npu\": expected cpu, cuda or cuda:N' '$tmp/err'"
+"$xtrain" generate --model "$tmp/student" --prompt hi --device cuda:1x > /dev/null 2> "$tmp/err"; rc=$?
+check "generate names a bad device (rc=$rc)" "[ $rc -eq 2 ] && grep -q 'xtrain generate: device \"cuda:1x\"' '$tmp/err'"
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  for cmd in "ppl --model $tmp/student --text $src/tests/data/english.txt" "generate --model $tmp/student --prompt hi"; do
+    "$xtrain" $cmd --device cuda > /dev/null 2> "$tmp/err"; rc=$?
+    check "${cmd%% *} --device cuda without a GPU is a clear error (rc=$rc)" "[ $rc -eq 2 ] && grep -Eq 'without the CUDA backend|device \"cuda\": .*(CUDA|device)' '$tmp/err'"
+  done
+  sed 's/cuda:x/cuda/' "$tmp/e.yaml" > "$tmp/e2.yaml"
+  "$xtrain" eval --config "$tmp/e2.yaml" > /dev/null 2> "$tmp/err"; rc=$?
+  check "eval --device cuda without a GPU is a clear error (rc=$rc)" "[ $rc -eq 1 ] && grep -Eq 'without the CUDA backend|device \"cuda\": .*(CUDA|device)' '$tmp/err'"
+fi
 "$xtrain" align --print-keys > "$tmp/keys"; rc=$?
 check "--print-keys lists the settings (rc=$rc)" "[ $rc -eq 0 ] && grep -q '| \`lr\` | 1e-2 |' '$tmp/keys'"
 check "no run directory was created by any of these" "[ ! -d '$tmp/out' ]"

@@ -335,6 +335,29 @@ int main(int argc, char **argv) {
         check("AdamW second moments", rel_err(gv.data(), v0.data(), packed), 1e-5);
     }
     gpu_net_close(gt), gpu_net_close(gs), gpu_net_close(ga);
+
+    /* ---- generation: a prompt at once, then one token at a time, against the CPU's logits of
+     * the whole first sequence (the chunkwise student, the teacher) at the same positions. The
+     * student's window is 48 with 4 sinks and chunk 16: prompts of 60 (a partial last chunk), 64
+     * (whole chunks) and 1 (steps from the empty state) reach position 99, past the window. ---- */
+    for (int k = 0; k < 2; k++) {
+        const model_transformer *m = k ? &student : &teacher;
+        const std::vector<float> &want = k ? sl : tl, &want_b = k ? sl_b : tl_b;
+        const int prompts[3] = {60, 64, 1};
+        for (int pi = 0; pi < 3; pi++) {
+            int P = prompts[pi];
+            gpu_gen *gg;
+            OK(gpu_gen_open(&gg, m, 0, P, T, &e));
+            std::vector<float> got_l((size_t)(T - P + 1) * V);
+            OK(gpu_gen_feed(gg, tokens.data(), P, got_l.data(), &e));
+            for (int t = P; t < T; t++) OK(gpu_gen_feed(gg, tokens.data() + t, 1, got_l.data() + (size_t)(t - P + 1) * V, &e));
+            size_t off = (size_t)(P - 1) * V, n = got_l.size();
+            char what[96];
+            snprintf(what, sizeof what, "generation %s: prompt %d, steps to %d", k ? "student" : "teacher", P, T - 1);
+            check_floor(what, rel_err(got_l.data(), want.data() + off, n), rel_err(want_b.data() + off, want.data() + off, n));
+            gpu_gen_close(gg);
+        }
+    }
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }
