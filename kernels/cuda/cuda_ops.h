@@ -235,6 +235,39 @@ int kern_cuda_distill_loss_f32(float *ce, float *kl, kern_bf16 *dlogits, const f
                                const int *targets, const int *idx, const float *teacher_val,
                                int n, int V, int k, float ce_scale, float kl_scale, kern_cuda_stream s);
 
+/* ---- the step form for generation (step.cu) ---- */
+/* Attention of one query per head over a cache of key/value rows (bf16, G*d per row, keys with
+ * RoPE applied): out [H*d] bf16 = softmax(q . k / sqrt(d)) v over the rows [s1, s1 + n1) and
+ * [s2, s2 + n2) of k and v (n1, n2 >= 0, n1 + n2 >= 1; the order of the keys does not matter);
+ * query head h reads kv head h / (H / G); q [H*d] bf16; d = 64 or 128; q, k, v 16-byte aligned.
+ * Split over the keys (flash-decoding): a first kernel gives each block of keys and each group
+ * of up to 8 query heads of one kv head (so a key row is read once for all of them) a partial
+ * max, sum and accumulator, a second combines them per head, so 32k keys spread over the GPU.
+ * fp32 scores and softmax; deterministic (fixed splits for given n1 + n2 and heads, fixed-order
+ * sums). The student's cache is one buffer of S + W rows a layer (rows 0 .. S-1 the sinks, row
+ * S + p % W position p): for the query at pos, s1 = 0, n1 = min(S, max(0, pos - W + 1)),
+ * s2 = S, n2 = min(pos + 1, W). ws: kern_cuda_decode_attn_ws_bytes(H, d, max_keys) bytes of
+ * device memory (16-byte aligned, as kern_cuda_alloc gives), max_keys >= n1 + n2. */
+size_t kern_cuda_decode_attn_ws_bytes(int H, int d, int max_keys);
+int kern_cuda_decode_attn_bf16(kern_bf16 *out, const kern_bf16 *q, const kern_bf16 *k, const kern_bf16 *v, int s1,
+                               int n1, int s2, int n2, int H, int G, int d, void *ws, kern_cuda_stream s);
+/* One mLSTM step for BH heads at once (kern_mlstm_step_f32's maths): the states C [BH, dk*dv]
+ * (row r of a head's C is key index r), n [BH, dk], m [BH] fp32, updated in place (the empty
+ * state: C = n = 0, m = -inf); phi_q, phi_k [BH, dk], v [BH, dv], itilde, logf [BH] fp32 in;
+ * h [BH, dv] fp32 out. dk = dv = 64 (else -1). One block per head; m bit for bit the CPU's,
+ * deterministic. */
+int kern_cuda_mlstm_step(float *h, float *C, float *n, float *m, const float *phi_q, const float *phi_k, const float *v,
+                         const float *itilde, const float *logf, int BH, int dk, int dv, float eps, kern_cuda_stream s);
+/* The state after the last token of a chunkwise forward (kern_cuda_mlstm_fwd's inputs phi_k, v,
+ * itilde, logf and its saved, same B, T, L): C, n, m for each of the B sequences, as
+ * kern_mlstm_fwd_f32's `final`, for the step form to continue from. From the state entering the
+ * last chunk (in saved, or the empty state for a single chunk) it steps through the last chunk's
+ * tokens with the step form's recurrence (m recomputed by the same expression, so saved's m and
+ * the CPU's bit for bit); T = 0 gives the empty state. */
+int kern_cuda_mlstm_final_state(float *C, float *n, float *m, const float *saved, const float *phi_k, const float *v,
+                                const float *itilde, const float *logf, int B, int T, int L, int dk, int dv,
+                                kern_cuda_stream s);
+
 #ifdef __cplusplus
 }
 #endif
