@@ -786,6 +786,7 @@ int gpu_net_get_grads(gpu_net *g, float *grads, xd_err *e) {
     K(kern_cuda_copy(grads, g->Gr, sizeof(float) * g->n_params, 1, NULL));
     return 0;
 }
+float *gpu_net_grad_buffer(gpu_net *g) { return g->Gr; }
 int gpu_net_set_moments(gpu_net *g, const float *m, const float *v, uint64_t n, xd_err *e) {
     if (!g->m || n > g->n_params) return xd_fail(e, "gpu: %llu moments for %llu parameters", (unsigned long long)n,
                                                  (unsigned long long)g->n_params);

@@ -71,6 +71,9 @@ int gpu_distill_loss(gpu_net *student, const gpu_net *teacher, const int *target
  * in elements; the moments packed in range order, as trainer_optim). */
 int gpu_net_zero_grads(gpu_net *g, xd_err *e);
 int gpu_net_get_grads(gpu_net *g, float *grads, xd_err *e);
+/* The device's fp32 gradient buffer [n_params] (GPU_TRAIN; else NULL), laid out as the parameters:
+ * for the data-parallel all-reduce, which runs after the work queued on the default stream. */
+float *gpu_net_grad_buffer(gpu_net *g);
 int gpu_net_set_moments(gpu_net *g, const float *m, const float *v, uint64_t n, xd_err *e);
 int gpu_net_get_moments(gpu_net *g, float *m, float *v, xd_err *e);
 /* Global-norm clipping (torch's clip_grad_norm_) then one AdamW step (step is 1-based) over the

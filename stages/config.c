@@ -289,10 +289,21 @@ void cfg_print_table(const cfg_field *fields, int n) {
         printf("| `%s` | %s | %s |\n", fields[i].key, fields[i].dflt ? fields[i].dflt : "required", fields[i].help);
 }
 
+/* Flags that are shortcuts for a key (--device D is --set device=D), offered by the stages that
+ * have the key. */
+static const struct {
+    const char *flag, *key, *usage, *help;
+} key_flags[] = {
+    {"--device", "device", " [--device cpu|cuda[:N]]", "cpu, cuda or cuda:N (the device key)"},
+    {"--dp-rank", "dp_rank", " [--dp-rank R]", "this process's data-parallel rank (the dp_rank key)"},
+    {"--dp-id", "dp_id", " [--dp-id FILE]", "the data-parallel ranks' meeting file (the dp_id key)"},
+};
+#define N_KEY_FLAGS (int)(sizeof key_flags / sizeof key_flags[0])
+
 int cfg_stage_cli(const char *stage, int argc, char **argv, cfg_field *fields, int n_fields,
                   const char *extra_flag, const char *extra_key, const char *extra_help) {
-    const char *config = NULL, *set_value = NULL, *extra = NULL, *device = NULL;
-    char *sets[66], *rest[256], extra_set[256], device_set[256];
+    const char *config = NULL, *set_value = NULL, *extra = NULL, *flag_value[N_KEY_FLAGS] = {NULL};
+    char *sets[64 + 1 + N_KEY_FLAGS], *rest[256], extra_set[256], flag_set[N_KEY_FLAGS][1100];
     int n_sets = 0, n_rest = 0;
     bool print_keys = false;
     xd_err e = {{0}};
@@ -302,22 +313,25 @@ int cfg_stage_cli(const char *stage, int argc, char **argv, cfg_field *fields, i
         else if (!strncmp(argv[i], "--set=", 6) && n_sets < 64) sets[n_sets++] = argv[i] + 6;
         else if (n_rest < 256) rest[n_rest++] = argv[i];
     }
-    arg_spec specs[] = {
+    arg_spec specs[4 + N_KEY_FLAGS] = {
         {"--config", ARG_STRING, &config, "stage settings (YAML); keys: --print-keys, docs/stages.md", false},
         {"--set", ARG_STRING, &set_value, "key=value: override one setting (repeatable)", false},
         {"--print-keys", ARG_FLAG, &print_keys, "print the settings with defaults (markdown) and exit", false},
-        {"--device", ARG_STRING, &device, "cpu, cuda or cuda:N (the device key)", false},
-        {extra_flag ? extra_flag : "--", ARG_STRING, &extra, extra_help ? extra_help : "", false},
     };
-    /* --device for the stages that have the key */
-    bool has_device = false;
-    for (int i = 0; i < n_fields; i++) has_device |= !strcmp(fields[i].key, "device");
-    if (!has_device) specs[3] = specs[4];
-    int n_specs = 3 + has_device + (extra_flag != NULL);
-    char usage[256];
-    snprintf(usage, sizeof usage, "xtrain %s --config FILE.yaml [--set key=value]...%s%s%s%s", stage,
-             has_device ? " [--device cpu|cuda[:N]]" : "", extra_flag ? " [" : "", extra_flag ? extra_flag : "",
-             extra_flag ? " VALUE]" : "");
+    int n_specs = 3;
+    char usage[512];
+    int len = snprintf(usage, sizeof usage, "xtrain %s --config FILE.yaml [--set key=value]...", stage);
+    for (int k = 0; k < N_KEY_FLAGS; k++) {
+        bool has_key = false;
+        for (int i = 0; i < n_fields; i++) has_key |= !strcmp(fields[i].key, key_flags[k].key);
+        if (!has_key) continue;
+        specs[n_specs++] = (arg_spec){key_flags[k].flag, ARG_STRING, &flag_value[k], key_flags[k].help, false};
+        len += snprintf(usage + len, sizeof usage - (size_t)len, "%s", key_flags[k].usage);
+    }
+    if (extra_flag) {
+        specs[n_specs++] = (arg_spec){extra_flag, ARG_STRING, &extra, extra_help ? extra_help : "", false};
+        snprintf(usage + len, sizeof usage - (size_t)len, " [%s VALUE]", extra_flag);
+    }
     int prc = args_parse(specs, n_specs, n_rest, rest, &e);
     if (prc) {
         if (prc < 0) fprintf(stderr, "xtrain %s: %s\n", stage, e.msg);
@@ -328,14 +342,15 @@ int cfg_stage_cli(const char *stage, int argc, char **argv, cfg_field *fields, i
         cfg_print_table(fields, n_fields);
         return 1;
     }
-    if (extra && n_sets < 65) {
+    if (extra) {
         snprintf(extra_set, sizeof extra_set, "%s=%s", extra_key, extra);
         sets[n_sets++] = extra_set;
     }
-    if (device && n_sets < 66) {
-        snprintf(device_set, sizeof device_set, "device=%s", device);
-        sets[n_sets++] = device_set;
-    }
+    for (int k = 0; k < N_KEY_FLAGS; k++)
+        if (flag_value[k]) {
+            snprintf(flag_set[k], sizeof flag_set[k], "%s=%s", key_flags[k].key, flag_value[k]);
+            sets[n_sets++] = flag_set[k];
+        }
     if (cfg_load(fields, n_fields, config, sets, n_sets, &e)) {
         fprintf(stderr, "xtrain %s: %s\n", stage, e.msg);
         return 2;

@@ -21,7 +21,9 @@ static int distill_step_end(trainer_session *t, long step, double t0, double ce,
 #include "model/gpu.h"
 
 /* The step on the GPU: the teacher's logits, its top-k and the student's forward and backward
- * for micro-batches of t->micro sequences at once; clipping and AdamW stay on the device. */
+ * for micro-batches of t->micro sequences at once; clipping and AdamW stay on the device. Data
+ * parallel, each rank runs its share of the step's batch (a pass's share is still its fraction of
+ * the whole batch), and the gradient and the loss terms are summed over the ranks. */
 static int distill_gpu(trainer_session *t, long topk, double ce_weight, double kl_weight, xd_err *e) {
     const trainer_settings *s = t->s;
     int T = (int)s->seq_len, B = t->micro;
@@ -36,7 +38,7 @@ static int distill_gpu(trainer_session *t, long topk, double ce_weight, double k
     for (long step = t->start_step; step < s->steps && rc == 0; step++) {
         double t0 = xd_now(), ce_sum = 0, kl_sum = 0;
         if ((rc = gpu_net_zero_grads(gs, e))) break;
-        for (long b = 0; b < s->batch / B && rc == 0; b++) {
+        for (long b = 0; b < t->dp.per_rank / B && rc == 0; b++) {
             double ce, kl;
             if ((rc = trainer_session_next_pass(t, e)) || (rc = gpu_teacher_forward(gt, t->inputs, e)) ||
                 (rc = gpu_student_forward(gs, t->inputs, e)) ||
@@ -46,7 +48,9 @@ static int distill_gpu(trainer_session *t, long topk, double ce_weight, double k
             ce_sum += ce * share;
             kl_sum += kl * share;
         }
-        if (rc) break;
+        double sums[2] = {ce_sum, kl_sum};
+        if (rc || (rc = trainer_session_dp_sum(t, sums, 2, e))) break;
+        ce_sum = sums[0], kl_sum = sums[1];
         rc = distill_step_end(t, step, t0, ce_sum, kl_sum, ce_weight, kl_weight, e);
     }
     if (rc == 0) rc = trainer_session_finish(t, e);
@@ -75,6 +79,7 @@ int stage_distill(int argc, char **argv) {
     fields[n_fields++] = (cfg_field){"topk", CFG_INT, &topk, "256", "teacher logits kept per position for the KL", 1, 1 << 24};
     fields[n_fields++] = (cfg_field){"ce_weight", CFG_NUMBER, &ce_weight, "0.9", "weight of the next-token cross-entropy", 0, 1e6};
     fields[n_fields++] = (cfg_field){"kl_weight", CFG_NUMBER, &kl_weight, "0.1", "weight of the top-k KL to the teacher", 0, 1e6};
+    n_fields += trainer_dp_fields(&s, fields + n_fields);
     int cli = cfg_stage_cli("distill", argc, argv, fields, n_fields, NULL, NULL, NULL);
     if (cli) {
         cfg_free(fields, n_fields);

@@ -81,6 +81,7 @@ void trainer_close(trainer_run *r) {
 }
 
 int trainer_metrics(trainer_run *r, const char *line, xd_err *e) {
+    if (!r->metrics) return 0; /* a data-parallel rank other than 0: rank 0 writes */
     if (fputs(line, r->metrics) < 0 || fputc('\n', r->metrics) < 0 || fflush(r->metrics) != 0)
         return xd_fail(e, "%s/metrics.jsonl: write failed", r->out);
     return 0;
@@ -425,6 +426,22 @@ int trainer_settings_fields(trainer_settings *s, cfg_field *f, const char *stude
     return (int)(sizeof fields / sizeof fields[0]);
 }
 
+int trainer_dp_fields(trainer_settings *s, cfg_field *f) {
+    cfg_field fields[] = {
+        {"dp_size", CFG_INT, &s->dp_size, "1",
+         "data-parallel ranks: one process per GPU, each with its --dp-rank; the batch is split over them", 1, 4096},
+        {"dp_rank", CFG_INT, &s->dp_rank, "-1",
+         "this process's rank, 0 .. dp_size-1 (also --dp-rank); -1: not data parallel, or rank 0 of one", -1, 4095},
+        {"dp_id", CFG_STRING, &s->dp_id, "",
+         "file through which the ranks meet (also --dp-id; default out/dp-id); given, even one rank runs data parallel",
+         0, 0},
+        {"dp_timeout", CFG_NUMBER, &s->dp_timeout, "300",
+         "seconds a rank waits for the id file, for the others to join, and for any all-reduce", 1, 1e6},
+    };
+    memcpy(f, fields, sizeof fields);
+    return (int)(sizeof fields / sizeof fields[0]);
+}
+
 /* An exclusive fcntl lock on OUT/.lock (released by the kernel when the holder dies, also on
  * NFSv4); a holder's pid and host are written in it so the waiting one can say whom it waits for. */
 static int lock_out(const char *out, const char *stage, int *fd_out, xd_err *e) {
@@ -474,9 +491,34 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
     if (strcmp(s->schedule, "cosine") && strcmp(s->schedule, "constant"))
         return xd_fail(e, "schedule \"%s\" must be cosine or constant", s->schedule);
     if (s->data.count > MODEL_DATA_MAX_SOURCES) return xd_fail(e, "at most %d data sources", MODEL_DATA_MAX_SOURCES);
+    t->dp_started = time(NULL);
+    /* data parallelism: the settings first, then what it needs (the CUDA backend, a GPU, NCCL) */
+    bool dp_keys = false; /* a stage without the data-parallel keys (align) leaves them zeroed */
+    for (int i = 0; i < n_fields; i++) dp_keys |= !strcmp(fields[i].key, "dp_rank");
+    if (dp_plan_make(dp_keys ? s->dp_size : 1, dp_keys ? s->dp_rank : -1, dp_keys ? s->dp_id : NULL, s->batch,
+                     s->micro_batch, &t->dp, e))
+        return -1;
+    if (t->dp.on) {
+#ifndef XD_HAVE_CUDA
+        return xd_fail(e, "data parallelism (dp_size %d%s) needs the CUDA backend: this xtrain was built without it "
+                          "(no CUDA toolkit at configure time, or -DXD_CUDA=OFF)",
+                       t->dp.size, s->dp_id && s->dp_id[0] ? ", dp_id given" : "");
+#endif
+        if (!strcmp(s->device, "cpu"))
+            return xd_fail(e, "data parallelism (dp_size %d%s) needs a CUDA device: give each rank its GPU with device: "
+                              "cuda:N (--device cuda:N)",
+                           t->dp.size, s->dp_id && s->dp_id[0] ? ", dp_id given" : "");
+#ifndef XD_HAVE_NCCL
+        return xd_fail(e, "data parallelism (dp_size %d) needs NCCL: this xtrain was built without it (no nccl.h beside "
+                          "the CUDA headers at configure time, or -DXD_NCCL=OFF; CUDA 13 toolkits ship it)", t->dp.size);
+#endif
+    }
+    t->writer = !t->dp.on || t->dp.rank == 0;
     if (trainer_parse_device(s->device, &t->cuda, e)) return -1;
-    t->micro = s->micro_batch ? (int)s->micro_batch : (int)s->batch;
-    if (s->batch % t->micro)
+    /* a pass's sequences: micro_batch, else this rank's whole share (dp_plan_make checked that
+       micro_batch divides a data-parallel rank's share) */
+    t->micro = s->micro_batch ? (int)s->micro_batch : (int)t->dp.per_rank;
+    if (t->dp.per_rank % t->micro)
         return xd_fail(e, "micro_batch %ld does not divide batch %ld", s->micro_batch, s->batch);
     if (t->cuda < 0) t->micro = 1; /* the CPU path takes one sequence at a time */
     model_data_source src[MODEL_DATA_MAX_SOURCES];
@@ -498,12 +540,31 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
     if (trainer_ranges_select(&t->student.layout, select, ctx, &t->ranges, e)) return -1;
     if (trainer_optim_init(&t->opt, t->ranges.total, e)) return -1;
     /* Everything is checked, nothing written yet; now out is created and locked. A writer that
-       held it meanwhile may have left a newer checkpoint: resume from that one. */
-    if (lock_out(s->out, stage, &t->out_lock, e)) return -1;
+       held it meanwhile may have left a newer checkpoint: resume from that one. Data parallel,
+       rank 0 alone locks out: the other ranks write nothing there, and would wait on rank 0's
+       lock while rank 0 waits for them to join. */
+    if (t->writer && lock_out(s->out, stage, &t->out_lock, e)) return -1;
     char newest[1400];
-    long newest_step;
+    long newest_step = -1;
     int found_now = trainer_checkpoint_latest(s->out, newest, sizeof newest, &newest_step, e);
     if (found_now < 0) return -1;
+    if (t->dp.on) {
+        /* the communicator; then every rank resumes from rank 0's newest checkpoint */
+        long agreed = found_now == 0 ? newest_step : -1;
+        if (trainer_dp_join(t, &agreed, e)) return -1;
+        if (agreed >= 0) {
+            snprintf(newest, sizeof newest, "%s/checkpoints/step-%08ld", s->out, agreed);
+            char done[1500];
+            snprintf(done, sizeof done, "%s/DONE", newest);
+            if (!xd_file_exists(done))
+                return xd_fail(e, "rank %d of %d: rank 0 resumes from %s, which this rank cannot see (is out on a "
+                                  "filesystem every rank shares?)", t->dp.rank, t->dp.size, newest);
+            found_now = 0, newest_step = agreed;
+        } else if (t->dp.rank != 0 && (found_now == 0 || found == 0)) {
+            return xd_fail(e, "rank %d of %d: this rank sees a checkpoint in %s/checkpoints, rank 0 none: did out "
+                              "change while the ranks started?", t->dp.rank, t->dp.size, s->out);
+        }
+    }
     if (found_now == 0 && (found != 0 || strcmp(newest, ckpt) != 0)) {
         model_transformer later;
         if (model_transformer_load(newest, &later, e)) return -1;
@@ -526,7 +587,16 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
     t->inputs = t->grads ? xd_malloc(sizeof(int) * 2 * nt, e) : NULL;
     if (!t->inputs) return -1;
     t->targets = t->inputs + nt;
+    if (t->dp.on && !(t->skip = xd_malloc(sizeof(int) * 2 * (size_t)T, e))) return -1;
     t->sched = (kern_lr_schedule){s->lr, s->lr_min, s->warmup, s->steps, !strcmp(s->schedule, "cosine")};
+    if (!t->writer) { /* no metrics file, no progress line: rank 0 has them */
+        memset(&t->run, 0, sizeof t->run);
+        snprintf(t->run.out, sizeof t->run.out, "%s", s->out);
+        snprintf(t->run.stage, sizeof t->run.stage, "%s", stage);
+        t->run.t_start = xd_now();
+        t->run.first_step = t->start_step;
+        return 0;
+    }
     return trainer_open(&t->run, s->out, stage, t->start_step, e);
 }
 
@@ -535,11 +605,28 @@ int trainer_session_next(trainer_session *t, xd_err *e) {
     return rc > 0 ? xd_fail(e, "the data ran out") : rc;
 }
 
+/* reads n sequences past (the other ranks' share of the step) */
+static int skip_sequences(trainer_session *t, long n, xd_err *e) {
+    size_t T = (size_t)t->s->seq_len;
+    for (long i = 0; i < n; i++) {
+        int rc = model_data_next(t->loader, t->skip, t->skip + T, NULL, e);
+        if (rc) return rc > 0 ? xd_fail(e, "the data ran out") : rc;
+    }
+    return 0;
+}
+
 int trainer_session_next_pass(trainer_session *t, xd_err *e) {
     size_t T = (size_t)t->s->seq_len;
+    /* this rank's block of the step: sequences dp.first .. dp.first + dp.per_rank - 1 */
+    if (t->dp.on && t->step_pos == 0 && skip_sequences(t, t->dp.first, e)) return -1;
     for (int i = 0; i < t->micro; i++) {
         int rc = model_data_next(t->loader, t->inputs + i * T, t->targets + i * T, NULL, e);
         if (rc) return rc > 0 ? xd_fail(e, "the data ran out") : rc;
+    }
+    t->step_pos += t->micro;
+    if (t->step_pos >= t->dp.per_rank) {
+        t->step_pos = 0;
+        if (t->dp.on && skip_sequences(t, t->s->batch - t->dp.first - t->dp.per_rank, e)) return -1;
     }
     return 0;
 }
@@ -593,6 +680,8 @@ static int update(trainer_session *t, double lr, double *norm, xd_err *e) {
     const trainer_settings *s = t->s;
 #ifdef XD_HAVE_CUDA
     if (t->gpu) {
+        /* data parallel: the sum over the ranks of their shares is the whole batch's mean */
+        if (trainer_dp_sum_grads(t, e)) return -1;
         if (gpu_net_clip_adamw(t->gpu, t->ranges.offset, t->ranges.count, t->ranges.n, s->grad_clip, lr, s->beta1,
                                s->beta2, s->eps, s->weight_decay, t->opt.step + 1, norm, e))
             return -1;
@@ -631,7 +720,7 @@ int trainer_session_step_end(trainer_session *t, long step, double started, doub
     int rc = line ? trainer_metrics(&t->run, line, e) : xd_fail(e, "out of memory");
     free(line);
     trainer_progress(&t->run, step + 1, s->steps, "%s  lr %.2e  %.0f tok/s", progress, lr, per_step / secs);
-    if (rc == 0 && ((step + 1) % s->checkpoint_every == 0 || step + 1 == s->steps)) {
+    if (rc == 0 && t->writer && ((step + 1) % s->checkpoint_every == 0 || step + 1 == s->steps)) {
         char *text = NULL;
         if (pull_gpu(t, e)) rc = -1;
         else if (!(text = trainer_state_json(t->stage, step + 1, t->tokens, t->loader, t->settings_json)))
@@ -645,6 +734,13 @@ int trainer_session_step_end(trainer_session *t, long step, double started, doub
 
 int trainer_session_finish(trainer_session *t, xd_err *e) {
     trainer_progress_end(&t->run);
+    if (trainer_dp_check_weights(t, e)) return -1;
+    if (!t->writer) {
+        fprintf(stderr, "[%s] rank %d of %d: done (rank 0 writes %s/model)\n", t->stage, t->dp.rank, t->dp.size,
+                t->s->out);
+        t->finished = true;
+        return 0;
+    }
     char summary[256];
     snprintf(summary, sizeof summary, "{\"stage\": \"%s\", \"steps\": %ld, \"tokens\": %.0f}\n", t->stage,
              t->s->steps, t->tokens);
@@ -655,10 +751,14 @@ int trainer_session_finish(trainer_session *t, xd_err *e) {
     if (trainer_finish(t->s->out, &t->student, NULL, ckpt_step == t->s->steps ? ckpt : NULL, summary, e))
         return -1;
     fprintf(stderr, "[%s] done: %s/model\n", t->stage, t->s->out);
+    t->finished = true;
     return 0;
 }
 
 void trainer_session_close(trainer_session *t) {
+    /* a rank that fails aborts the communicator, so the others fail too instead of waiting */
+    trainer_dp_close(t, t->finished);
+    free(t->skip);
     free(t->grads);
     free(t->inputs);
     free(t->settings_json);

@@ -9,6 +9,7 @@
 
 #include "common/xd.h"
 #include "config.h"
+#include "dp.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 
@@ -95,11 +96,18 @@ typedef struct trainer_settings {
     cfg_sources data;
     long seq_len, batch, micro_batch, steps, warmup, seed, checkpoint_every, keep_checkpoints;
     double lr, lr_min, weight_decay, grad_clip, beta1, beta2, eps;
+    /* data parallelism (stages/dp.h; the stages that offer it add trainer_dp_fields): zero here
+       (dp_size 0, no dp_id) is off */
+    long dp_size, dp_rank;
+    char *dp_id;
+    double dp_timeout;
 } trainer_settings;
 
 /* The shared fields, with this stage's defaults, written to f; returns how many. */
 int trainer_settings_fields(trainer_settings *s, cfg_field *f, const char *student_help, const char *lr,
                             const char *lr_min, const char *schedule, const char *weight_decay);
+/* The data-parallel fields (dp_size, dp_rank, dp_id, dp_timeout), written to f; returns how many. */
+int trainer_dp_fields(trainer_settings *s, cfg_field *f);
 
 struct model_data_loader;
 typedef struct trainer_session {
@@ -118,8 +126,17 @@ typedef struct trainer_session {
     char *settings_json;
     int out_lock;         /* fd of OUT/.lock, held for the whole stage; -1 when none */
     int cuda;             /* the CUDA device of the device key, -1 for the CPU */
-    int micro;            /* sequences per pass (micro_batch, or the batch) */
+    int micro;            /* sequences per pass (micro_batch, or this rank's share of the batch) */
     struct gpu_net *gpu;  /* the student on the GPU (trainer_session_use_gpu), else NULL */
+    /* data parallelism (stages/dp.h): every rank reads the whole step from the same stream and
+       takes its share; only the writer (rank 0, or the only process) writes into out */
+    dp_plan dp;
+    bool writer;
+    struct kern_dp_comm *dp_comm; /* NULL unless data parallel */
+    time_t dp_started;    /* when this process opened the session (the id file's age is judged by it) */
+    long step_pos;        /* sequences of the current step this rank has taken */
+    int *skip;            /* one sequence's inputs and targets, for those of the other ranks */
+    bool finished;        /* trainer_session_finish succeeded */
 } trainer_session;
 
 /* Everything before the first step, checked before any work (and OUT locked first: a second
@@ -138,16 +155,20 @@ int trainer_parse_device(const char *spec, int *cuda, xd_err *e);
 /* From now on the student trains on the GPU: its moments are uploaded from t->opt, step_end
  * clips and steps there, and checkpoints and the final model are read back from it. */
 int trainer_session_use_gpu(trainer_session *t, struct gpu_net *student, xd_err *e);
-/* The next sequence into t->inputs / t->targets; _pass: the next t->micro sequences, one after
- * another. */
+/* The next sequence into t->inputs / t->targets; _pass: the next t->micro sequences of this
+ * rank's share of the step, one after another (data parallel: the other ranks' sequences of the
+ * step are read past, so the stream's position is the same on every rank). */
 int trainer_session_next(trainer_session *t, xd_err *e);
 int trainer_session_next_pass(trainer_session *t, xd_err *e);
 /* After a step's gradients are in t->grads: clip, AdamW at the step's learning rate, the metrics
  * line (step, tokens, loss, then the stage's own fields from extra (taken over), lr, grad_norm,
- * tokens_per_s, skipped), the progress line, and a checkpoint when due. */
+ * tokens_per_s, skipped), the progress line, and a checkpoint when due. Data parallel, the GPU's
+ * gradient (this rank's share) is first summed over the ranks here, the caller having summed its
+ * loss terms with trainer_session_dp_sum; every rank steps, rank 0 alone writes. */
 int trainer_session_step_end(trainer_session *t, long step, double started, double loss, json_t *extra,
                              const char *progress, xd_err *e);
-/* The final model and DONE. */
+/* The final model and DONE (data parallel: after checking that every rank's weights agree; the
+ * writer writes). */
 int trainer_session_finish(trainer_session *t, xd_err *e);
 void trainer_session_close(trainer_session *t);
 #endif

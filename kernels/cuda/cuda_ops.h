@@ -268,6 +268,39 @@ int kern_cuda_mlstm_final_state(float *C, float *n, float *m, const float *saved
                                 const float *itilde, const float *logf, int B, int T, int L, int dk, int dv,
                                 kern_cuda_stream s);
 
+/* ---- data parallelism: NCCL (dp.c; built when configure found nccl.h: XD_HAVE_NCCL) ----
+ * libnccl.so.2 is loaded on first use with dlopen: the file XD_NCCL_LIBRARY names when that is
+ * set (and nothing else), else the loader's search (LD_LIBRARY_PATH, ld.so.cache), then the
+ * toolkit's copy found at configure time; NCCL 2.14 or later. Communicators are non-blocking, so
+ * every wait below has a deadline (the communicator's timeout_s): on an NCCL error or at the
+ * deadline the communicator is aborted (ncclCommAbort, which also stops its kernels) and the call
+ * returns -1 with the reason in kern_cuda_dp_last_error. Collectives run on the communicator's own
+ * stream, after the work already queued on the caller's stream s, and s waits for them. */
+typedef struct kern_dp_comm kern_dp_comm;
+#define KERN_DP_ID_BYTES 128 /* NCCL_UNIQUE_ID_BYTES */
+/* A new NCCL unique id (ncclGetUniqueId: this process then serves the others' bootstrap). */
+int kern_cuda_dp_create_id(unsigned char id[KERN_DP_ID_BYTES]);
+/* Joins the communicator of `size` ranks as `rank` on CUDA device `device` (made current),
+ * waiting at most timeout_s for every rank to join. */
+int kern_cuda_dp_open(kern_dp_comm **out, const unsigned char id[KERN_DP_ID_BYTES], int rank, int size,
+                      int device, double timeout_s);
+/* In-place all-reduce SUM of n fp32 device values, queued after the work on s. */
+int kern_cuda_dp_sum_f32(kern_dp_comm *c, float *buf, size_t n, kern_cuda_stream s);
+/* Waits until everything queued on the communicator has finished (deadline: timeout_s). */
+int kern_cuda_dp_wait(kern_dp_comm *c);
+/* All-reduce of n <= 32 host values (through pinned and device scratch), waited for: the sum of
+ * doubles, the maximum of uint64s. */
+int kern_cuda_dp_sum_host_f64(kern_dp_comm *c, double *v, int n);
+int kern_cuda_dp_max_host_u64(kern_dp_comm *c, uint64_t *v, int n);
+/* Ends the communicator: close after success (ncclCommFinalize, then ncclCommDestroy), abort
+ * after a failure (ncclCommAbort: never waits for the other ranks). Both free c (NULL: nothing). */
+void kern_cuda_dp_close(kern_dp_comm *c);
+void kern_cuda_dp_abort(kern_dp_comm *c);
+/* "NCCL 2.28.9 (/usr/lib/.../libnccl.so.2)" once loaded, else "". */
+const char *kern_cuda_dp_library(void);
+/* The last DP error as text (what failed, NCCL's or CUDA's message, what was tried). */
+const char *kern_cuda_dp_last_error(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -64,6 +64,33 @@ if ! nvidia-smi -L > /dev/null 2>&1; then
   "$xtrain" eval --config "$tmp/e2.yaml" > /dev/null 2> "$tmp/err"; rc=$?
   check "eval --device cuda without a GPU is a clear error (rc=$rc)" "[ $rc -eq 1 ] && grep -Eq 'without the CUDA backend|device \"cuda\": .*(CUDA|device)' '$tmp/err'"
 fi
+# data-parallel distill (stages/dp.h): its settings are checked before anything else, the same in
+# every build; then a CPU-only build says it needs the CUDA backend, a CUDA build that it needs a GPU
+try distill "dp_size: 2" "--set batch=3 --dp-rank 0"; rc=$?
+check "a batch not divisible by dp_size is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'batch 3 is not divisible by dp_size 2' '$tmp/err'"
+try distill "dp_size: 2" "--set batch=2 --dp-rank 2"; rc=$?
+check "a --dp-rank outside 0 .. dp_size-1 is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q -- '--dp-rank 2 (dp_rank) is outside 0 .. 1 (dp_size 2)' '$tmp/err'"
+try distill "" "--dp-rank 1"; rc=$?
+check "--dp-rank without data parallelism is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q -- '--dp-rank 1 (dp_rank) needs data parallelism: set dp_size' '$tmp/err'"
+try distill "dp_size: 2" "--set batch=2"; rc=$?
+check "dp_size 2 without --dp-rank is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q -- 'dp_size 2: every rank needs its --dp-rank R' '$tmp/err'"
+try distill "dp_size: 2" "--set batch=8 --set micro_batch=3 --dp-rank 1"; rc=$?
+check "a micro_batch that does not divide a rank's share is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q \"micro_batch 3 does not divide a rank's share of the batch, 4 sequences (batch 8 / dp_size 2)\" '$tmp/err'"
+try distill "" "--device cuda:1023"; rc=$?
+if grep -q 'without the CUDA backend' "$tmp/err"; then
+  try distill "dp_size: 2" "--set batch=2 --dp-rank 0"; rc=$?
+  check "CPU-only build: data parallelism needs the CUDA backend (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'data parallelism (dp_size 2) needs the CUDA backend: this xtrain was built without it' '$tmp/err'"
+  try distill "" "--dp-id $tmp/dp-id --device cuda"; rc=$?
+  check "CPU-only build: --dp-id (one rank) needs the CUDA backend too (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'data parallelism (dp_size 1, dp_id given) needs the CUDA backend' '$tmp/err'"
+else
+  try distill "dp_size: 2" "--set batch=2 --dp-rank 0"; rc=$?
+  check "dp_size with device cpu is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'data parallelism (dp_size 2) needs a CUDA device: give each rank its GPU' '$tmp/err'"
+  try distill "" "--dp-id $tmp/dp-id"; rc=$?
+  check "--dp-id (one rank) with device cpu is refused (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'data parallelism (dp_size 1, dp_id given) needs a CUDA device' '$tmp/err'"
+fi
+check "no id file was written by any of these" "[ ! -e '$tmp/dp-id' ]"
+"$xtrain" distill --help 2> "$tmp/err"; rc=$?
+check "distill --help lists --dp-rank and --dp-id (rc=$rc)" "[ $rc -eq 0 ] && grep -q -- '--dp-rank R' '$tmp/err' && grep -q -- '--dp-id FILE' '$tmp/err'"
 "$xtrain" align --print-keys > "$tmp/keys"; rc=$?
 check "--print-keys lists the settings (rc=$rc)" "[ $rc -eq 0 ] && grep -q '| \`lr\` | 1e-2 |' '$tmp/keys'"
 check "no run directory was created by any of these" "[ ! -d '$tmp/out' ]"
