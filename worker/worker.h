@@ -149,8 +149,8 @@ typedef struct worker_argv {
     int argc;
 } worker_argv;
 /* out: in, the assign's workdir; out, what the stage writes to (the config's out, relative to
- * base, when it has one). n_gpus: the attempt's GPUs; align and distill given some run with
- * --device cuda unless their config names a device. */
+ * base, when it has one). n_gpus: the attempt's GPUs; align, distill and eval given some run
+ * with --device cuda unless their config names a device. */
 int worker_stage_argv(const char *xtrain, const char *stage, const char *config_path,
                       const char *config_text, const char *base, int n_gpus, char *out, size_t out_cap,
                       worker_argv *av, long *total, xd_err *e);

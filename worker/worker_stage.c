@@ -197,10 +197,10 @@ int worker_stage_argv(const char *xtrain, const char *stage, const char *config_
         snprintf(set, sizeof set, "out=%s", out);
         rc = push(av, "--config", e) || push(av, config_path, e) ? -1 : 0;
         if (rc == 0 && !own) rc = push(av, "--set", e) || push(av, set, e) ? -1 : 0;
-        /* an attempt given GPUs trains on the first of them (CUDA_VISIBLE_DEVICES holds them
-           all), unless its config names a device */
-        bool trains = !strcmp(stage, "align") || !strcmp(stage, "distill");
-        if (rc == 0 && trains && n_gpus > 0 && !map_get(&m, "device"))
+        /* an attempt given GPUs runs on the first of them (CUDA_VISIBLE_DEVICES holds them all),
+           unless its config names a device; merge has no model arithmetic to move */
+        bool on_gpu = !strcmp(stage, "align") || !strcmp(stage, "distill") || !strcmp(stage, "eval");
+        if (rc == 0 && on_gpu && n_gpus > 0 && !map_get(&m, "device"))
             rc = push(av, "--device", e) || push(av, "cuda", e) ? -1 : 0;
     } else if (rc == 0) {
         rc = flags_from_map(stage, &m, av, e) || push(av, "--out", e) || push(av, out, e) ? -1 : 0;

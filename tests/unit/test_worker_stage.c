@@ -33,7 +33,10 @@ int main(void) {
     argv_of("distill", "teacher: t\ndevice: cpu\n", 2, &av); /* the config's device wins */
     CHECK(!has(&av, "--device", "cuda"));
     worker_argv_free(&av);
-    argv_of("merge", "out: m\n", 2, &av); /* merge and eval have no device key */
+    argv_of("eval", "teacher: t\n", 2, &av); /* eval runs both models on the GPU */
+    CHECK(has(&av, "--device", "cuda"));
+    worker_argv_free(&av);
+    argv_of("merge", "out: m\n", 2, &av); /* merge has no device key */
     CHECK(!has(&av, "--device", "cuda"));
     worker_argv_free(&av);
     return test_failures ? 1 : 0;
