@@ -10,6 +10,8 @@
  *                                     sum_s u_s (k_s v_s^T, k_s), and its decay ae_c
  *   3. state_scan  <<<(ssz/256, B)>>> S_{c+1} = ae_c S_c + local_c over chunks, in place in saved
  *   4. fwd_chunk   <<<(nch, B)>>>     h and the denominators of each chunk from its entering state
+ *                                     (fwd_chunk_tc for L in 33 .. 64: its three products on tensor
+ *                                     cores in TF32; kern_cuda_mlstm_fwd_fp32 keeps this one)
  * Backward:
  *   1. bwd_local   <<<(nch-1, B)>>>   chunk c's own part of the gradient of its entering state,
  *                                     Q^T diag(alpha) dnum and sum_j alpha_j dden_j q_j
