@@ -120,17 +120,24 @@ int kern_cuda_mse_bf16(double *loss, float *dy, const kern_bf16 *yhat, const ker
 
 /* ---- chunkwise mLSTM (mlstm.cu) ---- */
 /* The mLSTM cell of kernels/mlstm.h (same maths, same layout: B sequences one after another,
- * phi_q, phi_k [B, T, dk], v, h [B, T, dv], itilde, logf [B, T]), fp32 throughout, chunk length
- * L in 1 .. 64 (T need not be a multiple), dk = dv = 64. */
+ * phi_q, phi_k [B, T, dk], v, h [B, T, dv], itilde, logf [B, T]), fp32 (but the TF32 products of
+ * kern_cuda_mlstm_fwd below), chunk length L in 1 .. 64 (T need not be a multiple), dk = dv = 64. */
 /* Bytes of `saved` (forward -> backward): per sequence, the CPU's kern_mlstm_saved_len layout
  * (m [T], den [T], the state C, n entering chunks 1 .. nch-1), then each chunk's decay [B, nch]. */
 size_t kern_cuda_mlstm_saved_bytes(int B, int T, int L, int dk, int dv);
 /* Bytes of the backward's workspace: state gradients [B, nch-1, dk*dv + dk], m-path terms [B, T]. */
 size_t kern_cuda_mlstm_workspace_bytes(int B, int T, int L, int dk, int dv);
-/* Forward: writes h and saved (needed by the backward). */
+/* Forward: writes h and saved (needed by the backward). For L in 33 .. 64 the chunks' products
+ * Q K^T, P V and Q C_in run on tensor cores in TF32 (fp32 accumulation; h and den within ~1e-3
+ * relative of fp32); m, the states and the decays are fp32 and the same bits as the fp32 path. */
 int kern_cuda_mlstm_fwd(float *h, float *saved, const float *phi_q, const float *phi_k, const float *v,
                         const float *itilde, const float *logf, int B, int T, int L, int dk, int dv, float eps,
                         kern_cuda_stream s);
+/* The same forward all in fp32 on CUDA cores, for every L: the reference the tests hold the
+ * tensor-core path to (same arguments, same outputs). */
+int kern_cuda_mlstm_fwd_fp32(float *h, float *saved, const float *phi_q, const float *phi_k, const float *v,
+                             const float *itilde, const float *logf, int B, int T, int L, int dk, int dv, float eps,
+                             kern_cuda_stream s);
 /* Backward, exact including the normaliser and the m_t path: OVERWRITES d_phi_q, d_phi_k, d_v,
  * d_itilde, d_logf, given the forward's inputs, its h and saved, and the loss gradient dh. */
 int kern_cuda_mlstm_bwd(float *d_phi_q, float *d_phi_k, float *d_v, float *d_itilde, float *d_logf, void *workspace,

@@ -10,6 +10,8 @@
  *                                     sum_s u_s (k_s v_s^T, k_s), and its decay ae_c
  *   3. state_scan  <<<(ssz/256, B)>>> S_{c+1} = ae_c S_c + local_c over chunks, in place in saved
  *   4. fwd_chunk   <<<(nch, B)>>>     h and the denominators of each chunk from its entering state
+ *                                     (fwd_chunk_tc for L in 33 .. 64: its three products on tensor
+ *                                     cores in TF32; kern_cuda_mlstm_fwd_fp32 keeps this one)
  * Backward:
  *   1. bwd_local   <<<(nch-1, B)>>>   chunk c's own part of the gradient of its entering state,
  *                                     Q^T diag(alpha) dnum and sum_j alpha_j dden_j q_j
@@ -20,6 +22,8 @@
  * a register tile of rows ty + 16 i, cols tx + 16 j); smem rows are padded to an odd stride so that
  * both plain and transposed reads are free of bank conflicts. */
 #include "cuda_internal.cuh"
+
+#include <mma.h>
 
 #define MLSTM_THREADS 256
 #define MLSTM_SCAN_TILE 1024
@@ -86,10 +90,11 @@ static __device__ __forceinline__ float row_sum16(float x) {
     return x;
 }
 
-/* Zero-padded copy of rows [0, Lc) of a [*, D] global tile into smem [LM][D + 1]. Every load of
- * a thread is issued before its first store: the compiler cannot move global loads past smem
- * stores itself, and one round trip to memory per token would dominate the kernels. */
-template <int D, int LM>
+/* Zero-padded copy of rows [0, Lc) of a [*, D] global tile into smem [LM][DS] (DS = D + 1 but in
+ * the tensor-core kernel). Every load of a thread is issued before its first store: the compiler
+ * cannot move global loads past smem stores itself, and one round trip to memory per token would
+ * dominate the kernels. */
+template <int D, int LM, int DS = D + 1>
 static __device__ __forceinline__ void load_rows(float *dst, const float *src, int Lc) {
     constexpr int PER = LM * D / MLSTM_THREADS;
     static_assert(LM * D % MLSTM_THREADS == 0, "tile not a multiple of the block");
@@ -102,7 +107,7 @@ static __device__ __forceinline__ void load_rows(float *dst, const float *src, i
 #pragma unroll
     for (int u = 0; u < PER; u++) {
         const int idx = threadIdx.x + MLSTM_THREADS * u;
-        dst[(idx / D) * (D + 1) + idx % D] = r[u];
+        dst[(idx / D) * DS + idx % D] = r[u];
     }
 }
 
@@ -148,13 +153,13 @@ static __device__ __forceinline__ float chunk_alpha(int j, const float *s_lf, co
     return has_in ? expf(m_in + a - s_m[j]) : 0.0f;
 }
 
-/* W [LM][LM + 1] of one chunk: W[j][s] = exp(itilde_s + sum_{r=s+1..j} logf_r - m_j) for
- * s <= j < Lc, else 0; the log decays are running sums down each column, as the CPU's drow.
- * Also alpha [Lc]. Synchronises (two barriers); every thread calls it. */
-template <int LM>
+/* W [LM][LP] of one chunk (LP = LM + 1 but in the tensor-core kernel): W[j][s] =
+ * exp(itilde_s + sum_{r=s+1..j} logf_r - m_j) for s <= j < Lc, else 0; the log decays are running
+ * sums down each column, as the CPU's drow. Also alpha [Lc]. Synchronises (two barriers); every
+ * thread calls it. */
+template <int LM, int LP = LM + 1>
 static __device__ void chunk_weights(float *sW, float *s_al, const float *s_it, const float *s_lf,
                                      const float *s_m, float m_in, bool has_in, int Lc) {
-    constexpr int LP = LM + 1;
     const int tid = threadIdx.x;
     if (tid < Lc) { /* column s = tid: the log weights */
         const int s = tid;
@@ -399,6 +404,169 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
         const float rd = 1.0f / (s_den[r] + eps);
 #pragma unroll
         for (int j = 0; j < TD; j++) h[(tok + r) * D + tx + 16 * j] = H[i][j] * rd;
+    }
+}
+
+/* The same chunk on tensor cores (D = LM = 64, the model's case): the three products Q K^T, P V
+ * and Q C_in as TF32 wmma m16n16k8 with fp32 accumulation; everything else (W, alpha, den, the
+ * scaling by alpha and by 1 / (den + eps)) is the fp32 kernel's code and order. Inputs are
+ * rounded to TF32 to nearest (__float_to_tf32; the hardware would truncate, a bias of 2^-11 on
+ * these positive features), so S, P V and Q C_in carry a relative error ~ 2^-11 per factor; den
+ * sums the fp32 P (S in TF32 times W) and alpha q . n_in in fp32.
+ * Tiles: 8 warps, warp w owns column tile c = 16 (w & 3) of row stripes ra = w >> 2 and
+ * rb = 3 - ra (stripes {0, 3} for warps 0-3, {1, 2} for 4-7), in S [LM x LM] and in H [LM x D]:
+ * the 16 tiles of each exactly once, and the causal P V (k-steps s < 16 (stripe + 1)) as much
+ * work for every warp. S tiles above the diagonal (c > stripe) are skipped: W is 0 there
+ * already. P = S o W in the fragments (W loaded as an accumulator of the same shape, so element
+ * i of one is element i of the other, as in CUDA's GEMM samples); alpha likewise, from an
+ * [LM][16] tile of alpha_r broadcast along each row. Strides (floats): Q, K, P and the staged h
+ * D + 4 (row-major A and column-major B operands: lane (g, t) reads g * 68 + t, 32 banks), V and
+ * C D + 8 (row-major B: t * 72 + g, 32 banks); all multiples of 4 (wmma's ldm) and every tile
+ * pointer 32-byte aligned (offsets multiples of 8 floats from a 128-byte aligned base). */
+template <int D, int LM> struct fwd_tc_layout {
+    static constexpr int AS = D + 4, BS = D + 8, PS = LM + 4;
+    static constexpr int oQ = 0, oK = oQ + LM * AS, oV = oK + LM * AS, oC = oV + LM * BS, oP = oC + D * BS,
+                         oA = oP + LM * PS, on = oA + LM * 16, oit = on + D, olf = oit + LM, om = olf + LM,
+                         oal = om + LM, oden = oal + LM, total = oden + LM;
+    static_assert(oK % 8 == 0 && oV % 8 == 0 && oC % 8 == 0 && oP % 8 == 0 && oA % 8 == 0, "32-byte tiles");
+};
+
+template <int D, int LM>
+__global__ void __launch_bounds__(MLSTM_THREADS)
+    mlstm_fwd_chunk_tc_kernel(float *h, float *saved, const float *q, const float *k, const float *v,
+                              const float *itilde, const float *logf, int T, int L, size_t sl, float eps) {
+    static_assert(D == 64 && LM == 64 && MLSTM_THREADS == 256, "the tile mapping is for 64 x 64 on 8 warps");
+    namespace wm = nvcuda::wmma;
+    using lay = fwd_tc_layout<D, LM>;
+    constexpr int AS = lay::AS, BS = lay::BS, PS = lay::PS;
+    using frag_a = wm::fragment<wm::matrix_a, 16, 16, 8, wm::precision::tf32, wm::row_major>;
+    using frag_br = wm::fragment<wm::matrix_b, 16, 16, 8, wm::precision::tf32, wm::row_major>;
+    using frag_bc = wm::fragment<wm::matrix_b, 16, 16, 8, wm::precision::tf32, wm::col_major>;
+    using frag_c = wm::fragment<wm::accumulator, 16, 16, 8, float>;
+    extern __shared__ __align__(128) float sm_tc[];
+    float *sQ = sm_tc + lay::oQ, *sK = sm_tc + lay::oK, *sV = sm_tc + lay::oV, *sC = sm_tc + lay::oC,
+          *sP = sm_tc + lay::oP, *sA = sm_tc + lay::oA, *sn = sm_tc + lay::on, *s_it = sm_tc + lay::oit,
+          *s_lf = sm_tc + lay::olf, *s_m = sm_tc + lay::om, *s_al = sm_tc + lay::oal, *s_den = sm_tc + lay::oden;
+    const int c = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int t0 = c * L, Lc = min(L, T - t0);
+    const size_t tok = (size_t)b * T + t0;
+    float *sv = saved + (size_t)b * sl, *den = sv + T;
+    const float *m = sv;
+    const bool has_in = c > 0;
+    load_rows<D, LM, AS>(sQ, q + tok * D, Lc);
+    load_rows<D, LM, AS>(sK, k + tok * D, Lc);
+    load_rows<D, LM, BS>(sV, v + tok * D, Lc);
+    load_gates<LM>(s_it, s_lf, s_m, itilde + tok, logf + tok, m + t0, Lc);
+    if (has_in) {
+        const float *Cin = sv + 2 * (size_t)T + (size_t)(c - 1) * ((size_t)D * D + D);
+        load_rows<D, D, BS>(sC, Cin, D);
+        for (int a = tid; a < D; a += MLSTM_THREADS) sn[a] = Cin[(size_t)D * D + a];
+    }
+    const float m_in = has_in ? m[t0 - 1] : -INFINITY;
+    __syncthreads();
+    chunk_weights<LM, PS>(sP, s_al, s_it, s_lf, s_m, m_in, has_in, Lc);
+
+    const int col = 16 * (warp & 3), st[2] = {warp >> 2, 3 - (warp >> 2)}; /* st[0] < st[1] */
+    for (int idx = tid; idx < LM * 16; idx += MLSTM_THREADS) sA[idx] = s_al[idx >> 4];
+    { /* P = W o S, each tile by its own warp */
+        const bool live[2] = {col <= 16 * st[0], col <= 16 * st[1]};
+        if (live[1]) {
+            frag_c S[2];
+            wm::fill_fragment(S[0], 0.0f);
+            wm::fill_fragment(S[1], 0.0f);
+#pragma unroll
+            for (int a0 = 0; a0 < D; a0 += 8) {
+                frag_bc kb;
+                wm::load_matrix_sync(kb, sK + col * AS + a0, AS); /* K^T (a, s) = K[s][a] */
+#pragma unroll
+                for (int e = 0; e < kb.num_elements; e++) kb.x[e] = wm::__float_to_tf32(kb.x[e]);
+#pragma unroll
+                for (int t = 0; t < 2; t++) {
+                    if (!live[t]) continue;
+                    frag_a qa;
+                    wm::load_matrix_sync(qa, sQ + 16 * st[t] * AS + a0, AS);
+#pragma unroll
+                    for (int e = 0; e < qa.num_elements; e++) qa.x[e] = wm::__float_to_tf32(qa.x[e]);
+                    wm::mma_sync(S[t], qa, kb, S[t]);
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < 2; t++) {
+                if (!live[t]) continue;
+                float *p = sP + 16 * st[t] * PS + col;
+                frag_c W;
+                wm::load_matrix_sync(W, p, PS, wm::mem_row_major);
+#pragma unroll
+                for (int e = 0; e < W.num_elements; e++) S[t].x[e] = S[t].x[e] * W.x[e];
+                wm::store_matrix_sync(p, S[t], PS, wm::mem_row_major);
+            }
+        }
+    }
+    __syncthreads();
+    for (int r = warp; r < Lc; r += MLSTM_THREADS / 32) { /* den: row sums, then the entering state */
+        float x = 0.0f;
+        for (int s = lane; s < Lc; s += 32) x += sP[r * PS + s];
+        x = warp_sum(x);
+        if (has_in) {
+            float qn = 0.0f;
+            for (int a = lane; a < D; a += 32) qn += sQ[r * AS + a] * sn[a];
+            x += s_al[r] * warp_sum(qn);
+        }
+        if (lane == 0) s_den[r] = x, den[t0 + r] = x;
+    }
+    { /* H = diag(alpha) Q C_in + P V, staged in sK (dead since the barrier) */
+        frag_c H[2];
+        wm::fill_fragment(H[0], 0.0f);
+        wm::fill_fragment(H[1], 0.0f);
+        if (has_in) {
+#pragma unroll
+            for (int a0 = 0; a0 < D; a0 += 8) {
+                frag_br cb;
+                wm::load_matrix_sync(cb, sC + a0 * BS + col, BS);
+#pragma unroll
+                for (int e = 0; e < cb.num_elements; e++) cb.x[e] = wm::__float_to_tf32(cb.x[e]);
+#pragma unroll
+                for (int t = 0; t < 2; t++) {
+                    frag_a qa;
+                    wm::load_matrix_sync(qa, sQ + 16 * st[t] * AS + a0, AS);
+#pragma unroll
+                    for (int e = 0; e < qa.num_elements; e++) qa.x[e] = wm::__float_to_tf32(qa.x[e]);
+                    wm::mma_sync(H[t], qa, cb, H[t]);
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < 2; t++) {
+                frag_c al;
+                wm::load_matrix_sync(al, sA + 16 * st[t] * 16, 16, wm::mem_row_major);
+#pragma unroll
+                for (int e = 0; e < al.num_elements; e++) H[t].x[e] *= al.x[e];
+            }
+        }
+        /* P [j][s] is 0 for s > j and for s >= Lc: stripe t needs s < min(16 (st + 1), Lc) */
+        const int L8 = (Lc + 7) & ~7, send[2] = {min(16 * (st[0] + 1), L8), min(16 * (st[1] + 1), L8)};
+        for (int s0 = 0; s0 < send[1]; s0 += 8) {
+            frag_br vb;
+            wm::load_matrix_sync(vb, sV + s0 * BS + col, BS);
+#pragma unroll
+            for (int e = 0; e < vb.num_elements; e++) vb.x[e] = wm::__float_to_tf32(vb.x[e]);
+#pragma unroll
+            for (int t = 0; t < 2; t++) {
+                if (s0 >= send[t]) continue;
+                frag_a pa;
+                wm::load_matrix_sync(pa, sP + 16 * st[t] * PS + s0, PS);
+#pragma unroll
+                for (int e = 0; e < pa.num_elements; e++) pa.x[e] = wm::__float_to_tf32(pa.x[e]);
+                wm::mma_sync(H[t], pa, vb, H[t]);
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < 2; t++) wm::store_matrix_sync(sK + 16 * st[t] * AS + col, H[t], AS, wm::mem_row_major);
+    }
+    __syncthreads();
+    for (int idx = tid; idx < Lc * D; idx += MLSTM_THREADS) {
+        const int r = idx / D, e = idx % D;
+        const float rd = 1.0f / (s_den[r] + eps);
+        h[(tok + r) * D + e] = sK[r * AS + e] * rd;
     }
 }
 
@@ -774,6 +942,7 @@ template <int D> static size_t fwd_local_smem(int LM) { return sizeof(float) * (
 template <int D> static size_t fwd_chunk_smem(int LM) {
     return sizeof(float) * (3 * (size_t)LM * (D + 1) + (size_t)LM * (LM + 1) + (size_t)D * (D + 1) + D + 5 * LM);
 }
+template <int D, int LM> static size_t fwd_chunk_tc_smem() { return sizeof(float) * (size_t)fwd_tc_layout<D, LM>::total; }
 template <int D> static size_t bwd_local_smem(int LM) { return sizeof(float) * (2 * (size_t)LM * (D + 1) + 4 * LM); }
 template <int D> static size_t bwd_chunk_smem(int LM) {
     return sizeof(float) * (4 * (size_t)LM * (D + 1) + (size_t)LM * (LM + 1) + (size_t)D * (D + 1) + 2 * D +
@@ -795,9 +964,10 @@ template <typename K> static int mlstm_smem(K kernel, size_t bytes) {
     return 0;
 }
 
+/* tc: the chunk kernel on tensor cores where it is built (D = LM = 64), else the fp32 one */
 template <int D, int LM>
 static int mlstm_fwd_impl(float *h, float *saved, const float *q, const float *k, const float *v, const float *itilde,
-                          const float *logf, int B, int T, int L, float eps, cudaStream_t s) {
+                          const float *logf, int B, int T, int L, float eps, bool tc, cudaStream_t s) {
     const int nch = (int)mlstm_nch(T, L), ssz = D * D + D;
     const size_t sl = mlstm_seq_saved(T, L, D, D);
     float *decay = saved + (size_t)B * sl;
@@ -815,6 +985,17 @@ static int mlstm_fwd_impl(float *h, float *saved, const float *q, const float *k
                                                                            ssz, 1);
         CUDA_TRY(cudaGetLastError());
     }
+    if constexpr (D == 64 && LM == 64) {
+        if (tc) {
+            size_t sm = fwd_chunk_tc_smem<D, LM>();
+            if (mlstm_smem(mlstm_fwd_chunk_tc_kernel<D, LM>, sm)) return -1;
+            mlstm_fwd_chunk_tc_kernel<D, LM><<<dim3(nch, B), MLSTM_THREADS, sm, s>>>(h, saved, q, k, v, itilde, logf,
+                                                                                    T, L, sl, eps);
+            CUDA_TRY(cudaGetLastError());
+            return 0;
+        }
+    }
+    (void)tc;
     size_t sm = fwd_chunk_smem<D>(LM);
     if (mlstm_smem(mlstm_fwd_chunk_kernel<D, LM>, sm)) return -1;
     mlstm_fwd_chunk_kernel<D, LM><<<dim3(nch, B), MLSTM_THREADS, sm, s>>>(h, saved, q, k, v, itilde, logf, T, L, sl,
@@ -861,14 +1042,26 @@ static int mlstm_check(int B, int T, int L, int dk, int dv) {
     return 0;
 }
 
+static int mlstm_fwd(float *h, float *saved, const float *phi_q, const float *phi_k, const float *v,
+                     const float *itilde, const float *logf, int B, int T, int L, int dk, int dv, float eps, bool tc,
+                     kern_cuda_stream s) {
+    if (mlstm_check(B, T, L, dk, dv)) return -1;
+    if (B == 0 || T == 0) return 0;
+    if (L <= 16) return mlstm_fwd_impl<64, 16>(h, saved, phi_q, phi_k, v, itilde, logf, B, T, L, eps, tc, s);
+    if (L <= 32) return mlstm_fwd_impl<64, 32>(h, saved, phi_q, phi_k, v, itilde, logf, B, T, L, eps, tc, s);
+    return mlstm_fwd_impl<64, 64>(h, saved, phi_q, phi_k, v, itilde, logf, B, T, L, eps, tc, s);
+}
+
 extern "C" int kern_cuda_mlstm_fwd(float *h, float *saved, const float *phi_q, const float *phi_k, const float *v,
                                    const float *itilde, const float *logf, int B, int T, int L, int dk, int dv,
                                    float eps, kern_cuda_stream s) {
-    if (mlstm_check(B, T, L, dk, dv)) return -1;
-    if (B == 0 || T == 0) return 0;
-    if (L <= 16) return mlstm_fwd_impl<64, 16>(h, saved, phi_q, phi_k, v, itilde, logf, B, T, L, eps, s);
-    if (L <= 32) return mlstm_fwd_impl<64, 32>(h, saved, phi_q, phi_k, v, itilde, logf, B, T, L, eps, s);
-    return mlstm_fwd_impl<64, 64>(h, saved, phi_q, phi_k, v, itilde, logf, B, T, L, eps, s);
+    return mlstm_fwd(h, saved, phi_q, phi_k, v, itilde, logf, B, T, L, dk, dv, eps, true, s);
+}
+
+extern "C" int kern_cuda_mlstm_fwd_fp32(float *h, float *saved, const float *phi_q, const float *phi_k,
+                                        const float *v, const float *itilde, const float *logf, int B, int T, int L,
+                                        int dk, int dv, float eps, kern_cuda_stream s) {
+    return mlstm_fwd(h, saved, phi_q, phi_k, v, itilde, logf, B, T, L, dk, dv, eps, false, s);
 }
 
 extern "C" int kern_cuda_mlstm_bwd(float *d_phi_q, float *d_phi_k, float *d_v, float *d_itilde, float *d_logf,

@@ -13,7 +13,12 @@
  * 1e-6 of max(max|ref|, 1). Both slacks are for outputs that are mostly rounding noise (at
  * T = 1, d_itilde is 0 in exact arithmetic; cancellations elsewhere), where the GPU's noise and
  * the CPU's differ by small factors (seen on an H200); a real bug shows as O(1), and the cases
- * with T > 1 have cpu-f64 near 1e-6. */
+ * with T > 1 have cpu-f64 near 1e-6.
+ * Two forwards: kern_cuda_mlstm_fwd_fp32 (CUDA cores, every L) is held to the rule above with its
+ * backward; kern_cuda_mlstm_fwd, the model's, runs the chunks' products on tensor cores in TF32
+ * for L in 33 .. 64 (LM = 64), and there (tc_check) its m, states and decays must be the fp32
+ * path's bits, h and den within TC_TOL of the f64 CPU (see there), and the backward fed with its
+ * h and saved must match the CPU backward fed with the same h and saved, by the rule above. */
 #include "bench_cuda.h"
 extern "C" { /* the CPU reference is C */
 #include "kernels/kernels.h"
@@ -141,8 +146,22 @@ static void gpu_free(gpu_run &g) {
     for (float *p : all) cudaFree(p);
     cudaFree(g.ws);
 }
-static int gpu_fwd(const gpu_run &g, double eps) {
-    return kern_cuda_mlstm_fwd(g.h, g.saved, g.q, g.k, g.v, g.it, g.lf, g.B, g.T, g.L, g.dk, g.dv, (float)eps, 0);
+/* tc: the model's forward (tensor cores where built), else the fp32 CUDA-core reference */
+static int gpu_fwd(const gpu_run &g, double eps, bool tc) {
+    return (tc ? kern_cuda_mlstm_fwd : kern_cuda_mlstm_fwd_fp32)(g.h, g.saved, g.q, g.k, g.v, g.it, g.lf, g.B, g.T,
+                                                                 g.L, g.dk, g.dv, (float)eps, 0);
+}
+/* kern_cuda_mlstm_fwd takes the tensor-core chunk kernel for these L (LM = 64) */
+static bool tc_path(int L) { return L > 32 && L <= 64; }
+static void gpu_renan(const gpu_run &g) { /* every output back to NaN before another run */
+    size_t n = (size_t)g.B * g.T;
+    CHECK_CUDA(cudaMemset(g.h, 0xff, 4 * n * g.dv));
+    CHECK_CUDA(cudaMemset(g.saved, 0xff, g.saved_bytes));
+    CHECK_CUDA(cudaMemset(g.gq, 0xff, 4 * n * g.dk));
+    CHECK_CUDA(cudaMemset(g.gk, 0xff, 4 * n * g.dk));
+    CHECK_CUDA(cudaMemset(g.gv, 0xff, 4 * n * g.dv));
+    CHECK_CUDA(cudaMemset(g.git, 0xff, 4 * n));
+    CHECK_CUDA(cudaMemset(g.glf, 0xff, 4 * n));
 }
 static int gpu_bwd(const gpu_run &g, double eps) {
     return kern_cuda_mlstm_bwd(g.gq, g.gk, g.gv, g.git, g.glf, g.ws, g.dh, g.h, g.saved, g.q, g.k, g.v, g.it, g.lf, g.B,
@@ -162,12 +181,11 @@ static void check(const char *what, const float *got, const float *ref32, const 
     printf("    %-8s gpu-f32 %.2e  gpu-f64 %.2e  cpu-f64 %.2e  %s\n", what, e32, e64, ecpu, ok ? "ok" : "FAIL");
 }
 
-/* h, the saved statistics and states, and every gradient, against the CPU on the first nseq
- * sequences of x (all of them when nseq = x.B); the GPU has run the whole batch already. */
-static void compare(const gpu_run &g, const inputs &x, int nseq, double eps) {
+/* The first nseq sequences of x. */
+static inputs first_seqs(const inputs &x, int nseq) {
     size_t n = (size_t)nseq * x.T;
     auto first = [](const std::vector<float> &a, size_t len) { return std::vector<float>(a.begin(), a.begin() + len); };
-    inputs xs{nseq,
+    return inputs{nseq,
               x.T,
               x.dk,
               x.dv,
@@ -177,7 +195,13 @@ static void compare(const gpu_run &g, const inputs &x, int nseq, double eps) {
               first(x.it, n),
               first(x.lf, n),
               first(x.dh, n * x.dv)};
-    reference r = cpu_reference(xs, g.L, eps);
+}
+
+/* h, the saved statistics and states, and every gradient, against the CPU reference r on the
+ * first x.B sequences (x = first_seqs of the GPU's inputs); the GPU has run the whole batch. */
+static void compare(const gpu_run &g, const inputs &x, const reference &r) {
+    const int nseq = x.B;
+    size_t n = (size_t)nseq * x.T;
     std::vector<float> h = to_host(g.h, n * x.dv), gq = to_host(g.gq, n * x.dk), gk = to_host(g.gk, n * x.dk);
     std::vector<float> gv = to_host(g.gv, n * x.dv), git = to_host(g.git, n), glf = to_host(g.glf, n);
     std::vector<float> saved = to_host(g.saved, g.saved_bytes / 4);
@@ -205,6 +229,99 @@ static void compare(const gpu_run &g, const inputs &x, int nseq, double eps) {
     check("d_v", gv.data(), r.gv.data(), r.gv64.data(), gv.size());
     check("d_itilde", git.data(), r.git.data(), r.git64.data(), git.size());
     check("d_logf", glf.data(), r.glf.data(), r.glf64.data(), glf.size());
+}
+
+/* The tensor-core forward's tolerance on h and den (max|diff| / max|ref| against the f64 CPU).
+ * TF32 keeps 10 mantissa bits; inputs are rounded to nearest, so each factor is off by at most
+ * u = 2^-11 = 4.9e-4 relative and each product term by 2u, accumulated in fp32. den sums
+ * positive terms (S from positive features, times W > 0) plus the fp32 alpha q . n_in: at most 2u
+ * per element. h = (P V + alpha Q C_in) / den: S's own error is in P on both sides and cancels to
+ * first order; the roundings of P and V (of Q and C_in) are 2u per term of signed sums, of order
+ * 2u / sqrt(3) times the rms of the terms if independent, at most 2u times the weighted mean of
+ * |v| (h is a convex combination of the v, so that bound exceeds max|h| only where h averages
+ * many). 2e-3 = 4u: twice the worst case of den and of h where one token dominates; a bug is
+ * O(1). (A sqrt(D) 2^-11 ~ 4e-3 rule, errors growing with the length of the sums, is for
+ * absolute errors in sums of unit terms; here every sum is normalised by den.) Measured on the
+ * CPU with these inputs and the kernel's roundings emulated (B = 3, T 1 .. 4096, L 48 and 64,
+ * 14 seeds): h 4.7e-4 .. 8.3e-4, den 1.6e-4 .. 6.1e-4. */
+static const double TC_TOL = 2e-3;
+
+static void tc_verdict(const char *what, const float *got, const float *ref32, const double *ref64, size_t n) {
+    double e32 = rel_err(got, ref32, n), e64 = rel_err(got, ref64, n);
+    bool ok = e64 <= TC_TOL;
+    checks++, failures += !ok;
+    printf("    %-8s gpu-f32 %.2e  gpu-f64 %.2e  (TF32, tol %.0e on gpu-f64)  %s\n", what, e32, e64, TC_TOL,
+           ok ? "ok" : "FAIL");
+}
+
+/* After the model's forward (tensor cores) and the backward from it, on the GPU's whole batch:
+ * saved but den must be the fp32 forward's bits (saved_fp32: its whole saved, decays included),
+ * h and den within TC_TOL of the CPU forward r on the first x.B sequences, and every gradient
+ * that of the CPU backward (f32 and f64) fed with this h and saved, by check's rule. */
+static void tc_check(const gpu_run &g, const inputs &x, const reference &r, const std::vector<float> &saved_fp32,
+                     double eps) {
+    const int nseq = x.B;
+    size_t n = (size_t)nseq * x.T, sl = kern_mlstm_saved_len(x.T, g.L, x.dk, x.dv);
+    std::vector<float> h = to_host(g.h, n * x.dv), gq = to_host(g.gq, n * x.dk), gk = to_host(g.gk, n * x.dk);
+    std::vector<float> gv = to_host(g.gv, n * x.dv), git = to_host(g.git, n), glf = to_host(g.glf, n);
+    std::vector<float> saved = to_host(g.saved, g.saved_bytes / 4);
+    size_t diff = 0, cmp = 0;
+    for (size_t i = 0; i < saved.size(); i++) {
+        size_t b = i / sl, o = i % sl;
+        if (b < (size_t)g.B && o >= (size_t)x.T && o < 2 * (size_t)x.T) continue; /* den */
+        diff += memcmp(&saved[i], &saved_fp32[i], 4) != 0, cmp++;
+    }
+    checks++, failures += diff != 0;
+    printf("    %-8s %zu of %zu (m, states, decays) differ from the fp32 forward's bits  %s\n", "saved", diff, cmp,
+           diff ? "FAIL" : "ok");
+    std::vector<float> den, den32;
+    std::vector<double> den64;
+    for (int b = 0; b < nseq; b++) {
+        const float *gs = saved.data() + b * sl, *cs = r.saved.data() + b * sl;
+        const double *ds = r.saved64.data() + b * sl;
+        den.insert(den.end(), gs + x.T, gs + 2 * x.T), den32.insert(den32.end(), cs + x.T, cs + 2 * x.T);
+        den64.insert(den64.end(), ds + x.T, ds + 2 * x.T);
+    }
+    tc_verdict("h", h.data(), r.h.data(), r.h64.data(), h.size());
+    tc_verdict("den", den.data(), den32.data(), den64.data(), den.size());
+    /* the CPU backward from the GPU's forward */
+    kern_mlstm_dims d = {nseq, x.T, x.dk, x.dv, g.L, eps};
+    size_t sc = kern_mlstm_scratch_len(g.L, x.dk, x.dv);
+    std::vector<float> s32(saved.begin(), saved.begin() + nseq * sl), scratch(sc);
+    std::vector<float> cq(n * x.dk), ck(n * x.dk), cv(n * x.dv), cit(n), clf(n);
+    kern_mlstm_bwd_f32(&d, x.q.data(), x.k.data(), x.v.data(), x.it.data(), x.lf.data(), h.data(), x.dh.data(),
+                       s32.data(), scratch.data(), cq.data(), ck.data(), cv.data(), cit.data(), clf.data());
+    std::vector<double> q = widen(x.q), k = widen(x.k), v = widen(x.v), it = widen(x.it), lf = widen(x.lf);
+    std::vector<double> dh = widen(x.dh), h64 = widen(h), s64 = widen(s32), scratch64(sc);
+    std::vector<double> dq(n * x.dk), dk(n * x.dk), dv(n * x.dv), dit(n), dlf(n);
+    kern_mlstm_bwd_f64(&d, q.data(), k.data(), v.data(), it.data(), lf.data(), h64.data(), dh.data(), s64.data(),
+                       scratch64.data(), dq.data(), dk.data(), dv.data(), dit.data(), dlf.data());
+    printf("    backward from this forward, against the CPU's backward from it:\n");
+    check("d_phi_q", gq.data(), cq.data(), dq.data(), gq.size());
+    check("d_phi_k", gk.data(), ck.data(), dk.data(), gk.size());
+    check("d_v", gv.data(), cv.data(), dv.data(), gv.size());
+    check("d_itilde", git.data(), cit.data(), dit.data(), git.size());
+    check("d_logf", glf.data(), clf.data(), dlf.data(), glf.size());
+}
+
+/* One case: the fp32 forward and its backward against the CPU (compare), then, where L takes the
+ * tensor-core path, the model's forward and its backward (tc_check); on the first nseq sequences. */
+static void run_case(const gpu_run &g, const inputs &x, int nseq, double eps) {
+    inputs xs = first_seqs(x, nseq);
+    reference r = cpu_reference(xs, g.L, eps);
+    CHECK_OP(gpu_fwd(g, eps, false));
+    CHECK_OP(gpu_bwd(g, eps));
+    CHECK_CUDA(cudaDeviceSynchronize());
+    printf("  fp32 forward (CUDA cores), its backward:\n");
+    compare(g, xs, r);
+    if (!tc_path(g.L)) return;
+    std::vector<float> saved_fp32 = to_host(g.saved, g.saved_bytes / 4);
+    gpu_renan(g);
+    CHECK_OP(gpu_fwd(g, eps, true));
+    CHECK_OP(gpu_bwd(g, eps));
+    CHECK_CUDA(cudaDeviceSynchronize());
+    printf("  tensor-core forward (TF32), the model's, its backward:\n");
+    tc_check(g, xs, r, saved_fp32, eps);
 }
 
 
@@ -276,15 +393,14 @@ static double bytes_bwd(int B, int T, int L, int dk, int dv) {
 static void bench(const char *name, int B, int T, int L, int dk, int dv, double eps) {
     inputs x = make_inputs(B, T, dk, dv);
     gpu_run g = gpu_alloc(x, L);
-    CHECK_OP(gpu_fwd(g, eps));
-    CHECK_OP(gpu_bwd(g, eps));
-    CHECK_CUDA(cudaDeviceSynchronize());
     printf("%s: B %d, T %d, L %d, dk %d, dv %d (the first 2 sequences against the CPU)\n", name, B, T, L, dk, dv);
-    compare(g, x, 2, eps);
-    double tf = median_us([&] { CHECK_OP(gpu_fwd(g, eps)); });
+    run_case(g, x, 2, eps); /* leaves the model's forward's h and saved for the backward's timing */
+    const bool tc = tc_path(L);
+    double tf = median_us([&] { CHECK_OP(gpu_fwd(g, eps, false)); });
+    double tt = tc ? median_us([&] { CHECK_OP(gpu_fwd(g, eps, true)); }) : 0;
     double tb = median_us([&] { CHECK_OP(gpu_bwd(g, eps)); });
-    double ta = median_us([&] {
-        CHECK_OP(gpu_fwd(g, eps));
+    double ta = median_us([&] { /* the model's pair */
+        CHECK_OP(gpu_fwd(g, eps, true));
         CHECK_OP(gpu_bwd(g, eps));
     });
     double ff = flops_fwd(B, T, L, dk, dv), fb = flops_bwd(B, T, L, dk, dv);
@@ -294,7 +410,11 @@ static void bench(const char *name, int B, int T, int L, int dk, int dv, double 
                flops / us / 1e6, 100.0 * flops / us / 1e6 / fp32_tflops, bytes / us / 1e3,
                100.0 * bytes / us / 1e3 / copy_gbs);
     };
-    line("forward", tf, ff, bf);
+    line("fwd fp32", tf, ff, bf);
+    if (tc) {
+        line("fwd tf32", tt, ff, bf);
+        printf("            tensor cores: %.2fx the fp32 forward\n", tf / tt);
+    }
     line("backward", tb, fb, bb);
     line("fwd+bwd", ta, ff + fb, bf + bb);
     printf("\n");
@@ -312,7 +432,7 @@ int main(int argc, char **argv) {
     if (argc > 2 && !strcmp(argv[2], "profile")) {
         inputs x = make_inputs(128, 4096, D, D);
         gpu_run g = gpu_alloc(x, 64);
-        CHECK_OP(gpu_fwd(g, eps));
+        CHECK_OP(gpu_fwd(g, eps, true));
         CHECK_OP(gpu_bwd(g, eps));
         CHECK_CUDA(cudaDeviceSynchronize());
         gpu_free(g);
@@ -332,7 +452,8 @@ int main(int argc, char **argv) {
      * many chunks and not a multiple of L */
     const int cases[][2] = {{16, 1},   {16, 37},  {16, 200}, {16, 1000}, {64, 1},  {64, 37},
                             {64, 200}, {64, 1000}, {32, 200}, {20, 77},   {1, 9},   {64, 64},
-                            {64, 2500}, {16, 1100}}; /* the last two: the scans' tiles of 1024 */
+                            {64, 2500}, {16, 1100}, /* these two: the scans' tiles of 1024 */
+                            {48, 301}}; /* tensor cores with every chunk short of LM = 64 */
     for (const auto &cs : cases) {
         int L = cs[0], T = cs[1], B = 3;
         /* one token: h = (q.k) v / (q.k + eps), so with the model's eps the q and k gradients are
@@ -340,11 +461,8 @@ int main(int argc, char **argv) {
         double e = T == 1 ? 1e-2 : eps;
         inputs x = make_inputs(B, T, D, D);
         gpu_run g = gpu_alloc(x, L);
-        CHECK_OP(gpu_fwd(g, e));
-        CHECK_OP(gpu_bwd(g, e));
-        CHECK_CUDA(cudaDeviceSynchronize());
         printf("L %d, T %d, B %d, eps %g:\n", L, T, B, e);
-        compare(g, x, B, e);
+        run_case(g, x, B, e);
         gpu_free(g);
     }
     printf("\n");
