@@ -133,8 +133,12 @@ size_t kern_cuda_mlstm_workspace_bytes(int B, int T, int L, int dk, int dv);
 int kern_cuda_mlstm_fwd(float *h, float *saved, const float *phi_q, const float *phi_k, const float *v,
                         const float *itilde, const float *logf, int B, int T, int L, int dk, int dv, float eps,
                         kern_cuda_stream s);
-/* The same forward all in fp32 on CUDA cores, for every L: the reference the tests hold the
- * tensor-core path to (same arguments, same outputs). */
+/* The same forward all in fp32 on CUDA cores, for every L (same arguments, same outputs): the
+ * reference the tests hold the tensor-core path to, and the forward training uses — the backward
+ * recomputes the chunk's products in fp32, and the input gate's gradient is a sum over tokens
+ * that cancels almost exactly (scaling every input gate scales the numerator and the normaliser
+ * alike), so a TF32 forward under an fp32 backward leaves it far off (bench_cuda_model CHUNK 64:
+ * the input-gate biases' gradients 140-1300 times their bf16 floor's error). */
 int kern_cuda_mlstm_fwd_fp32(float *h, float *saved, const float *phi_q, const float *phi_k, const float *v,
                              const float *itilde, const float *logf, int B, int T, int L, int dk, int dv, float eps,
                              kern_cuda_stream s);

@@ -3,8 +3,9 @@
  * a window shorter than the sequence and a chunk that does not divide it (forward logits, every
  * parameter's gradient from random dlogits, one align layer forward and backward), the
  * distillation loss, clipping + AdamW. Model results are held to 1 % or to a multiple of their
- * bf16 floor (check_floor below), the loss and the optimiser's fp32 results to 1e-5.
- *     build/tests/bench_cuda_model [seed] */
+ * bf16 floor (check_floor below), the loss and the optimiser's fp32 results to 1e-5. CHUNK
+ * (default 16: the mLSTM's CUDA-core path) 33..64 takes the tensor-core (TF32) forward.
+ *     build/tests/bench_cuda_model [seed] [CHUNK] */
 #include "bench_cuda.h"
 
 extern "C" {
@@ -132,7 +133,12 @@ static std::vector<float> download_bf16(const uint16_t *dev, size_t n) {
 
 int main(int argc, char **argv) {
     uint64_t seed = bench_seed(argc, argv);
-    printf("bench_cuda_model: seed %llu\n", (unsigned long long)seed);
+    const int chunk = argc > 2 ? atoi(argv[2]) : 16;
+    if (chunk < 1 || chunk > 64) {
+        fprintf(stderr, "bench_cuda_model: CHUNK %s: expected 1..64\n", argv[2]);
+        return 2;
+    }
+    printf("bench_cuda_model: seed %llu, mLSTM chunk %d\n", (unsigned long long)seed, chunk);
     xd_err e;
     xd_rng r;
     xd_rng_seed(&r, seed);
@@ -142,7 +148,7 @@ int main(int argc, char **argv) {
     model_config tc = small_config(), sc;
     model_transformer teacher, student;
     OK(model_transformer_random(&teacher, &tc, seed, 0.06f, &e));
-    model_student_settings set = {48, 4, 16, 1e-6};
+    model_student_settings set = {48, 4, chunk, 1e-6};
     OK(model_student_init(&teacher, &set, &student, &e));
     sc = student.cfg;
     /* the new parameters away from their starting values, so every path carries a gradient */
@@ -338,8 +344,9 @@ int main(int argc, char **argv) {
 
     /* ---- generation: a prompt at once, then one token at a time, against the CPU's logits of
      * the whole first sequence (the chunkwise student, the teacher) at the same positions. The
-     * student's window is 48 with 4 sinks and chunk 16: prompts of 60 (a partial last chunk), 64
-     * (whole chunks) and 1 (steps from the empty state) reach position 99, past the window. ---- */
+     * student's window is 48 with 4 sinks and the chunk 16 by default: prompts of 60 (a partial
+     * last chunk), 64 (whole chunks) and 1 (steps from the empty state) reach position 99, past
+     * the window. ---- */
     for (int k = 0; k < 2; k++) {
         const model_transformer *m = k ? &student : &teacher;
         const std::vector<float> &want = k ? sl : tl, &want_b = k ? sl_b : tl_b;
