@@ -490,13 +490,10 @@ static int student_attention_fwd(gpu_net *g, int layer, const bf16 *xn, attn_act
     K(kern_cuda_gates_finish(a->it, a->lf, pf(g, o->igate_b), pf(g, o->fgate_b), N, H, NULL));
     K(kern_cuda_to_heads_f32(a->it_h, a->it, B, T, H, H, 1, NULL));
     K(kern_cuda_to_heads_f32(a->lf_h, a->lf, B, T, H, H, 1, NULL));
-    /* training takes the fp32 forward its backward is consistent with; inference the TF32 one */
-    if (g->flags & GPU_TRAIN)
-        K(kern_cuda_mlstm_fwd_fp32(a->hm_h, a->saved, a->phq_h, a->phk_h, a->vh, a->it_h, a->lf_h, B * H, T, c->chunk,
-                                   d, d, (float)c->mlstm_eps, NULL));
-    else
-        K(kern_cuda_mlstm_fwd(a->hm_h, a->saved, a->phq_h, a->phk_h, a->vh, a->it_h, a->lf_h, B * H, T, c->chunk, d, d,
-                              (float)c->mlstm_eps, NULL));
+    /* training and inference alike: the tensor-core chunk products are 3xTF32, fp32-accurate, so
+     * the fp32 backward (which recomputes them in fp32) is consistent with this forward */
+    K(kern_cuda_mlstm_fwd(a->hm_h, a->saved, a->phq_h, a->phk_h, a->vh, a->it_h, a->lf_h, B * H, T, c->chunk, d, d,
+                          (float)c->mlstm_eps, NULL));
     K(kern_cuda_from_heads_f32(a->hm, a->hm_h, B, T, H, H, d, 0, NULL));
     K(kern_cuda_mix_fwd(a->yhat, a->o, a->hm, a->yswa, N, H, d, NULL));
     if (g->gen) { /* a prompt: what the step form continues from */

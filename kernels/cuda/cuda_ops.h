@@ -120,25 +120,28 @@ int kern_cuda_mse_bf16(double *loss, float *dy, const kern_bf16 *yhat, const ker
 
 /* ---- chunkwise mLSTM (mlstm.cu) ---- */
 /* The mLSTM cell of kernels/mlstm.h (same maths, same layout: B sequences one after another,
- * phi_q, phi_k [B, T, dk], v, h [B, T, dv], itilde, logf [B, T]), fp32 (but the TF32 products of
- * kern_cuda_mlstm_fwd below), chunk length L in 1 .. 64 (T need not be a multiple), dk = dv = 64. */
+ * phi_q, phi_k [B, T, dk], v, h [B, T, dv], itilde, logf [B, T]), fp32 (kern_cuda_mlstm_fwd's
+ * tensor-core products in 3xTF32, fp32-accurate), chunk length L in 1 .. 64 (T need not be a
+ * multiple), dk = dv = 64. */
 /* Bytes of `saved` (forward -> backward): per sequence, the CPU's kern_mlstm_saved_len layout
  * (m [T], den [T], the state C, n entering chunks 1 .. nch-1), then each chunk's decay [B, nch]. */
 size_t kern_cuda_mlstm_saved_bytes(int B, int T, int L, int dk, int dv);
 /* Bytes of the backward's workspace: state gradients [B, nch-1, dk*dv + dk], m-path terms [B, T]. */
 size_t kern_cuda_mlstm_workspace_bytes(int B, int T, int L, int dk, int dv);
-/* Forward: writes h and saved (needed by the backward). For L in 33 .. 64 the chunks' products
- * Q K^T, P V and Q C_in run on tensor cores in TF32 (fp32 accumulation; h and den within ~1e-3
- * relative of fp32); m, the states and the decays are fp32 and the same bits as the fp32 path. */
+/* Forward: writes h and saved (needed by the backward); the model's, for training and inference.
+ * For L in 33 .. 64 the chunks' products Q K^T, P V and Q C_in run on tensor cores in 3xTF32
+ * (each fp32 operand split into TF32 hi + lo, hi hi + hi lo + lo hi accumulated in fp32: ~2^-22
+ * relative per product, fp32's level, so h and den meet the fp32 path's 1e-5 tests); m, the
+ * states and the decays are fp32 and the same bits as the fp32 path. (Plain TF32 products were
+ * not enough for training: the backward recomputes them in fp32, and the input gate's gradient is
+ * a sum over tokens that cancels almost exactly — scaling every input gate scales numerator and
+ * normaliser alike — so a TF32 forward left it 140-1300 times its bf16 floor's error in
+ * bench_cuda_model CHUNK 64.) */
 int kern_cuda_mlstm_fwd(float *h, float *saved, const float *phi_q, const float *phi_k, const float *v,
                         const float *itilde, const float *logf, int B, int T, int L, int dk, int dv, float eps,
                         kern_cuda_stream s);
 /* The same forward all in fp32 on CUDA cores, for every L (same arguments, same outputs): the
- * reference the tests hold the tensor-core path to, and the forward training uses — the backward
- * recomputes the chunk's products in fp32, and the input gate's gradient is a sum over tokens
- * that cancels almost exactly (scaling every input gate scales the numerator and the normaliser
- * alike), so a TF32 forward under an fp32 backward leaves it far off (bench_cuda_model CHUNK 64:
- * the input-gate biases' gradients 140-1300 times their bf16 floor's error). */
+ * reference the tests hold the tensor-core path to. */
 int kern_cuda_mlstm_fwd_fp32(float *h, float *saved, const float *phi_q, const float *phi_k, const float *v,
                              const float *itilde, const float *logf, int B, int T, int L, int dk, int dv, float eps,
                              kern_cuda_stream s);

@@ -11,7 +11,8 @@
  *   3. state_scan  <<<(ssz/256, B)>>> S_{c+1} = ae_c S_c + local_c over chunks, in place in saved
  *   4. fwd_chunk   <<<(nch, B)>>>     h and the denominators of each chunk from its entering state
  *                                     (fwd_chunk_tc for L in 33 .. 64: its three products on tensor
- *                                     cores in TF32; kern_cuda_mlstm_fwd_fp32 keeps this one)
+ *                                     cores in 3xTF32, fp32-accurate; kern_cuda_mlstm_fwd_fp32
+ *                                     keeps this one, the reference)
  * Backward:
  *   1. bwd_local   <<<(nch-1, B)>>>   chunk c's own part of the gradient of its entering state,
  *                                     Q^T diag(alpha) dnum and sum_j alpha_j dden_j q_j
@@ -407,12 +408,34 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     }
 }
 
+/* 3xTF32 (the split of CUTLASS's fast-fp32 tensor-core GEMMs): each fp32 operand x of a
+ * fragment becomes hi = tf32(x) and lo = tf32(x - hi), both rounded to nearest (x - hi is exact
+ * in fp32, |x - hi| <= 2^-11 |x|), so hi + lo keeps 22 of fp32's 24 bits: |x - hi - lo| <= 2^-22
+ * |x|. hi and lo share the fragment's element mapping, being split element by element in place
+ * (and the hardware reads them as TF32 exactly: their low 13 bits are 0). mma3 accumulates
+ * lo_a hi_b, then hi_a lo_b, then hi_a hi_b (small terms first) into one fp32 accumulator; the
+ * dropped lo_a lo_b is <= 2^-22 |a b|, so each product term is within 3 2^-22 ~ 7e-7 of a b at
+ * worst (~2^-22 typically), a few fp32 roundings, against TF32's 2^-10; the rest is the tensor
+ * core's fp32 accumulation. Three mma per k-step instead of one. */
+template <typename F> static __device__ __forceinline__ void tf32_split(F &hi, F &lo) {
+#pragma unroll
+    for (int e = 0; e < hi.num_elements; e++) {
+        const float x = hi.x[e], xh = nvcuda::wmma::__float_to_tf32(x);
+        hi.x[e] = xh, lo.x[e] = nvcuda::wmma::__float_to_tf32(x - xh);
+    }
+}
+template <typename C, typename A, typename B>
+static __device__ __forceinline__ void mma3(C &acc, const A &ah, const A &al, const B &bh, const B &bl) {
+    nvcuda::wmma::mma_sync(acc, al, bh, acc);
+    nvcuda::wmma::mma_sync(acc, ah, bl, acc);
+    nvcuda::wmma::mma_sync(acc, ah, bh, acc);
+}
+
 /* The same chunk on tensor cores (D = LM = 64, the model's case): the three products Q K^T, P V
- * and Q C_in as TF32 wmma m16n16k8 with fp32 accumulation; everything else (W, alpha, den, the
- * scaling by alpha and by 1 / (den + eps)) is the fp32 kernel's code and order. Inputs are
- * rounded to TF32 to nearest (__float_to_tf32; the hardware would truncate, a bias of 2^-11 on
- * these positive features), so S, P V and Q C_in carry a relative error ~ 2^-11 per factor; den
- * sums the fp32 P (S in TF32 times W) and alpha q . n_in in fp32.
+ * and Q C_in in 3xTF32 (above) on wmma m16n16k8 with fp32 accumulation, fp32-accurate, so that
+ * the fp32 backward (which recomputes them in fp32) is consistent with this forward; everything
+ * else (W, alpha, den, the scaling by alpha and by 1 / (den + eps)) is the fp32 kernel's code and
+ * order. den sums the fp32 P (S from 3xTF32, times W) and alpha q . n_in in fp32.
  * Tiles: 8 warps, warp w owns column tile c = 16 (w & 3) of row stripes ra = w >> 2 and
  * rb = 3 - ra (stripes {0, 3} for warps 0-3, {1, 2} for 4-7), in S [LM x LM] and in H [LM x D]:
  * the 16 tiles of each exactly once, and the causal P V (k-steps s < 16 (stripe + 1)) as much
@@ -476,18 +499,16 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
             wm::fill_fragment(S[1], 0.0f);
 #pragma unroll
             for (int a0 = 0; a0 < D; a0 += 8) {
-                frag_bc kb;
+                frag_bc kb, kl;
                 wm::load_matrix_sync(kb, sK + col * AS + a0, AS); /* K^T (a, s) = K[s][a] */
-#pragma unroll
-                for (int e = 0; e < kb.num_elements; e++) kb.x[e] = wm::__float_to_tf32(kb.x[e]);
+                tf32_split(kb, kl);
 #pragma unroll
                 for (int t = 0; t < 2; t++) {
                     if (!live[t]) continue;
-                    frag_a qa;
+                    frag_a qa, ql;
                     wm::load_matrix_sync(qa, sQ + 16 * st[t] * AS + a0, AS);
-#pragma unroll
-                    for (int e = 0; e < qa.num_elements; e++) qa.x[e] = wm::__float_to_tf32(qa.x[e]);
-                    wm::mma_sync(S[t], qa, kb, S[t]);
+                    tf32_split(qa, ql);
+                    mma3(S[t], qa, ql, kb, kl);
                 }
             }
 #pragma unroll
@@ -521,17 +542,15 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
         if (has_in) {
 #pragma unroll
             for (int a0 = 0; a0 < D; a0 += 8) {
-                frag_br cb;
+                frag_br cb, cl;
                 wm::load_matrix_sync(cb, sC + a0 * BS + col, BS);
-#pragma unroll
-                for (int e = 0; e < cb.num_elements; e++) cb.x[e] = wm::__float_to_tf32(cb.x[e]);
+                tf32_split(cb, cl);
 #pragma unroll
                 for (int t = 0; t < 2; t++) {
-                    frag_a qa;
+                    frag_a qa, ql;
                     wm::load_matrix_sync(qa, sQ + 16 * st[t] * AS + a0, AS);
-#pragma unroll
-                    for (int e = 0; e < qa.num_elements; e++) qa.x[e] = wm::__float_to_tf32(qa.x[e]);
-                    wm::mma_sync(H[t], qa, cb, H[t]);
+                    tf32_split(qa, ql);
+                    mma3(H[t], qa, ql, cb, cl);
                 }
             }
 #pragma unroll
@@ -545,18 +564,16 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
         /* P [j][s] is 0 for s > j and for s >= Lc: stripe t needs s < min(16 (st + 1), Lc) */
         const int L8 = (Lc + 7) & ~7, send[2] = {min(16 * (st[0] + 1), L8), min(16 * (st[1] + 1), L8)};
         for (int s0 = 0; s0 < send[1]; s0 += 8) {
-            frag_br vb;
+            frag_br vb, vl;
             wm::load_matrix_sync(vb, sV + s0 * BS + col, BS);
-#pragma unroll
-            for (int e = 0; e < vb.num_elements; e++) vb.x[e] = wm::__float_to_tf32(vb.x[e]);
+            tf32_split(vb, vl);
 #pragma unroll
             for (int t = 0; t < 2; t++) {
                 if (s0 >= send[t]) continue;
-                frag_a pa;
+                frag_a pa, pl;
                 wm::load_matrix_sync(pa, sP + 16 * st[t] * PS + s0, PS);
-#pragma unroll
-                for (int e = 0; e < pa.num_elements; e++) pa.x[e] = wm::__float_to_tf32(pa.x[e]);
-                wm::mma_sync(H[t], pa, vb, H[t]);
+                tf32_split(pa, pl);
+                mma3(H[t], pa, pl, vb, vl);
             }
         }
 #pragma unroll

@@ -4,7 +4,8 @@
  * parameter's gradient from random dlogits, one align layer forward and backward), the
  * distillation loss, clipping + AdamW. Model results are held to 1 % or to a multiple of their
  * bf16 floor (check_floor below), the loss and the optimiser's fp32 results to 1e-5. CHUNK
- * (default 16: the mLSTM's CUDA-core path) 33..64 takes the tensor-core (TF32) forward.
+ * (default 16: the mLSTM's CUDA-core path) 33..64 takes the tensor-core (3xTF32) forward,
+ * in training too.
  *     build/tests/bench_cuda_model [seed] [CHUNK] */
 #include "bench_cuda.h"
 
