@@ -12,6 +12,7 @@ extern "C" { /* bf16 conversions */
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,34 @@ template <typename F> static double median_us(F run) {
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     return 1000.0 * t[t.size() / 2];
+}
+
+/* The mLSTM harnesses' inputs (the model's kind): n rows of dk softmax(2 N(0,1)) features, and
+ * gates in runs of 1-24 tokens of three regimes that move the stabiliser: forget ~ 1 with input
+ * gates over [-20, 20], strong forgetting, and logsigmoid(3 + 2 N) with N(0,1) input gates. */
+static inline double nrand(void) { /* Box-Muller */
+    double u = urand(), w = urand();
+    return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * w);
+}
+static inline double logsigmoid(double x) { return x > 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
+static inline void softmax_features(std::vector<float> &f, size_t n, int dk) {
+    f.resize(n * dk);
+    for (size_t t = 0; t < n; t++) {
+        float *row = f.data() + t * dk;
+        double sum = 0;
+        for (int a = 0; a < dk; a++) sum += row[a] = (float)exp(2.0 * nrand());
+        for (int a = 0; a < dk; a++) row[a] = (float)(row[a] / sum);
+    }
+}
+static inline void gate_regimes(std::vector<float> &it, std::vector<float> &lf, size_t n) {
+    it.resize(n), lf.resize(n);
+    int regime = 0, left = 0;
+    for (size_t t = 0; t < n; t++) {
+        if (left-- <= 0) regime = (int)(urand() * 3), left = 1 + (int)(urand() * 24);
+        double u = urand();
+        it[t] = regime == 2 ? (float)nrand() : (float)(-20.0 + 40.0 * urand());
+        lf[t] = regime == 0 ? (float)(-1e-6 * u) : regime == 1 ? (float)(-20.0 * u) : (float)logsigmoid(3.0 + 2.0 * nrand());
+    }
 }
 
 #endif

@@ -37,11 +37,6 @@ extern "C" { /* the CPU reference is C */
 #include <vector>
 
 
-static double nrand(void) { /* Box-Muller */
-    double u = urand(), w = urand();
-    return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * w);
-}
-static double logsigmoid(double x) { return x > 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
 
 static float *dev_nan(size_t bytes) { /* filled with NaN: reads of unwritten memory show up */
     float *d;
@@ -72,24 +67,12 @@ struct inputs {
 static inputs make_inputs(int B, int T, int dk, int dv) {
     inputs x{B, T, dk, dv, {}, {}, {}, {}, {}, {}};
     size_t n = (size_t)B * T;
-    x.q.resize(n * dk), x.k.resize(n * dk), x.v.resize(n * dv), x.it.resize(n), x.lf.resize(n), x.dh.resize(n * dv);
-    std::vector<float> *feat[2] = {&x.q, &x.k};
-    for (auto *f : feat)
-        for (size_t t = 0; t < n; t++) {
-            float *row = f->data() + t * dk;
-            double sum = 0;
-            for (int a = 0; a < dk; a++) sum += row[a] = (float)exp(2.0 * nrand());
-            for (int a = 0; a < dk; a++) row[a] = (float)(row[a] / sum);
-        }
+    softmax_features(x.q, n, dk);
+    softmax_features(x.k, n, dk);
+    x.v.resize(n * dv), x.dh.resize(n * dv);
     for (auto &e : x.v) e = (float)nrand();
     for (auto &e : x.dh) e = (float)nrand();
-    int regime = 0, left = 0;
-    for (size_t t = 0; t < n; t++) {
-        if (left-- <= 0) regime = (int)(urand() * 3), left = 1 + (int)(urand() * 24);
-        double u = urand();
-        x.it[t] = regime == 2 ? (float)nrand() : (float)(-20.0 + 40.0 * urand());
-        x.lf[t] = regime == 0 ? (float)(-1e-6 * u) : regime == 1 ? (float)(-20.0 * u) : (float)logsigmoid(3.0 + 2.0 * nrand());
-    }
+    gate_regimes(x.it, x.lf, n);
     return x;
 }
 

@@ -149,11 +149,6 @@ static void check_ranges(const char *what, int rows, int s1, int n1, int s2, int
 
 static const int DK = 64;
 
-static double nrand(void) { /* Box-Muller */
-    double u = urand(), w = urand();
-    return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * w);
-}
-static double logsigmoid(double x) { return x > 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
 
 /* B sequences of T tokens (bench_cuda_mlstm's kind): features softmax(2 N(0,1)), v N(0,1), gates
  * in runs of three regimes: logf ~ 0 with itilde up to +-20, logf down to -20, ordinary. */
@@ -164,23 +159,11 @@ struct seqs {
 static seqs make_seqs(int B, int T) {
     seqs x{B, T, {}, {}, {}, {}, {}};
     const size_t n = (size_t)B * T;
-    x.q.resize(n * DK), x.k.resize(n * DK), x.v.resize(n * DK), x.it.resize(n), x.lf.resize(n);
-    std::vector<float> *feat[2] = {&x.q, &x.k};
-    for (auto *f : feat)
-        for (size_t t = 0; t < n; t++) {
-            float *r = f->data() + t * DK;
-            double sum = 0;
-            for (int a = 0; a < DK; a++) sum += r[a] = (float)exp(2.0 * nrand());
-            for (int a = 0; a < DK; a++) r[a] = (float)(r[a] / sum);
-        }
+    softmax_features(x.q, n, DK);
+    softmax_features(x.k, n, DK);
+    x.v.resize(n * DK);
     for (auto &e : x.v) e = (float)nrand();
-    int regime = 0, left = 0;
-    for (size_t t = 0; t < n; t++) {
-        if (left-- <= 0) regime = (int)(urand() * 3), left = 1 + (int)(urand() * 24);
-        double u = urand();
-        x.it[t] = regime == 2 ? (float)nrand() : (float)(-20.0 + 40.0 * urand());
-        x.lf[t] = regime == 0 ? (float)(-1e-6 * u) : regime == 1 ? (float)(-20.0 * u) : (float)logsigmoid(3.0 + 2.0 * nrand());
-    }
+    gate_regimes(x.it, x.lf, n);
     return x;
 }
 
