@@ -92,6 +92,9 @@ static int peer_open_monitored(peer *p, const char *identity, const char *monito
     int64_t max = PROTO_MAX_MESSAGE;
     zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(p->sock, ZMQ_MAXMSGSIZE, &max, sizeof max);
+    /* a DEALER with no peer blocks in send: when the CURVE handshake is refused (an unlisted key),
+       the pipe goes away and the send would wait forever; give up as a receive does */
+    zmq_setsockopt(p->sock, ZMQ_SNDTIMEO, &p->timeout_ms, sizeof p->timeout_ms);
     if (identity) zmq_setsockopt(p->sock, ZMQ_ROUTING_ID, identity, strlen(identity));
     if (p->server_pub) {
         char server[41], pub[41], secret[41], path[4200];
@@ -197,7 +200,12 @@ static int cmd_request(peer *p, int argc, char **argv) {
             json_decref(extra);
         }
     }
-    if (peer_open(p, NULL) || send_msg(p, type, fields)) return 4;
+    if (peer_open(p, NULL)) return 4;
+    if (send_msg(p, type, fields)) {
+        if (zmq_errno() != EAGAIN) return 4;
+        fprintf(stderr, "coord_peer: could not send within %d ms (no connection took it)\n", p->timeout_ms);
+        return 3;
+    }
     proto_type t;
     json_t *f;
     int rc = recv_msg(p, p->timeout_ms, &t, &f);
