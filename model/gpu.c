@@ -908,7 +908,6 @@ void gpu_gen_close(gpu_gen *gen) {
     free(gen);
 }
 
-int gpu_gen_pos(const gpu_gen *gen) { return gen->pos; }
 const char *gpu_gen_device(const gpu_gen *gen) { return gen->net->device; }
 
 double gpu_gen_state_bytes(const gpu_gen *gen) {

@@ -94,7 +94,6 @@ void gpu_gen_close(gpu_gen *g);
 int gpu_gen_feed(gpu_gen *g, const int *tokens, int n, float *logits, xd_err *e);
 /* Back to the empty context (position 0), for the next sequence. */
 int gpu_gen_reset(gpu_gen *g, xd_err *e);
-int gpu_gen_pos(const gpu_gen *g);
 const char *gpu_gen_device(const gpu_gen *g);
 /* The device bytes of the context: the KV cache in use (teacher) or the whole state (student). */
 double gpu_gen_state_bytes(const gpu_gen *g);

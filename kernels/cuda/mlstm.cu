@@ -158,6 +158,25 @@ static __device__ __forceinline__ float chunk_alpha(int j, const float *s_lf, co
  * exp(itilde_s + sum_{r=s+1..j} logf_r - m_j) for s <= j < Lc, else 0; the log decays are running
  * sums down each column, as the CPU's drow. Also alpha [Lc]. Synchronises (two barriers); every
  * thread calls it. */
+/* The chunk's denominators, one warp a row: den_r = sum_s P[r][s] (+ alpha_r q_r . n_in with an
+ * entering state), into s_den and the chunk's slice of saved's den; P and Q rows of stride ps, qs. */
+template <int D>
+static __device__ __forceinline__ void chunk_den(float *den, float *s_den, const float *sP, int ps, const float *sQ,
+                                                 int qs, const float *sn, const float *s_al, int Lc, bool has_in) {
+    const int lane = threadIdx.x & 31;
+    for (int r = threadIdx.x >> 5; r < Lc; r += MLSTM_THREADS / 32) {
+        float x = 0.0f;
+        for (int s = lane; s < Lc; s += 32) x += sP[r * ps + s];
+        x = warp_sum(x);
+        if (has_in) {
+            float qn = 0.0f;
+            for (int a = lane; a < D; a += 32) qn += sQ[r * qs + a] * sn[a];
+            x += s_al[r] * warp_sum(qn);
+        }
+        if (lane == 0) s_den[r] = x, den[r] = x;
+    }
+}
+
 template <int LM, int LP = LM + 1>
 static __device__ void chunk_weights(float *sW, float *s_al, const float *s_it, const float *s_lf,
                                      const float *s_m, float m_in, bool has_in, int Lc) {
@@ -343,7 +362,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     float *sQ = sm, *sK = sQ + LM * DP, *sV = sK + LM * DP, *sP = sV + LM * DP, *sC = sP + LM * LP,
           *sn = sC + D * DP, *s_it = sn + D, *s_lf = s_it + LM, *s_m = s_lf + LM, *s_al = s_m + LM,
           *s_den = s_al + LM;
-    const int c = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int c = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
     const int tx = tid & 15, ty = tid >> 4;
     const int t0 = c * L, Lc = min(L, T - t0);
     const size_t tok = (size_t)b * T + t0;
@@ -376,17 +395,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
             }
     }
     __syncthreads();
-    for (int r = warp; r < Lc; r += MLSTM_THREADS / 32) { /* den: row sums, then the entering state */
-        float x = 0.0f;
-        for (int s = lane; s < Lc; s += 32) x += sP[r * LP + s];
-        x = warp_sum(x);
-        if (has_in) {
-            float qn = 0.0f;
-            for (int a = lane; a < D; a += 32) qn += sQ[r * DP + a] * sn[a];
-            x += s_al[r] * warp_sum(qn);
-        }
-        if (lane == 0) s_den[r] = x, den[t0 + r] = x;
-    }
+    chunk_den<D>(den + t0, s_den, sP, LP, sQ, DP, sn, s_al, Lc, has_in);
     __syncthreads();
     float H[TL][TD];
     acc_zero(H);
@@ -470,7 +479,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     float *sQ = sm_tc + lay::oQ, *sK = sm_tc + lay::oK, *sV = sm_tc + lay::oV, *sC = sm_tc + lay::oC,
           *sP = sm_tc + lay::oP, *sA = sm_tc + lay::oA, *sn = sm_tc + lay::on, *s_it = sm_tc + lay::oit,
           *s_lf = sm_tc + lay::olf, *s_m = sm_tc + lay::om, *s_al = sm_tc + lay::oal, *s_den = sm_tc + lay::oden;
-    const int c = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int c = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, warp = tid >> 5;
     const int t0 = c * L, Lc = min(L, T - t0);
     const size_t tok = (size_t)b * T + t0;
     float *sv = saved + (size_t)b * sl, *den = sv + T;
@@ -524,17 +533,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
         }
     }
     __syncthreads();
-    for (int r = warp; r < Lc; r += MLSTM_THREADS / 32) { /* den: row sums, then the entering state */
-        float x = 0.0f;
-        for (int s = lane; s < Lc; s += 32) x += sP[r * PS + s];
-        x = warp_sum(x);
-        if (has_in) {
-            float qn = 0.0f;
-            for (int a = lane; a < D; a += 32) qn += sQ[r * AS + a] * sn[a];
-            x += s_al[r] * warp_sum(qn);
-        }
-        if (lane == 0) s_den[r] = x, den[t0 + r] = x;
-    }
+    chunk_den<D>(den + t0, s_den, sP, PS, sQ, AS, sn, s_al, Lc, has_in);
     { /* H = diag(alpha) Q C_in + P V, staged in sK (dead since the barrier) */
         frag_c H[2];
         wm::fill_fragment(H[0], 0.0f);

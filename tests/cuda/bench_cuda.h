@@ -90,6 +90,18 @@ template <typename F> static double median_us(F run) {
     cudaEventDestroy(b);
     return 1000.0 * t[t.size() / 2];
 }
+/* The memory ceiling every harness prints its GB/s against: a 1 GiB device-to-device copy, GB/s
+ * of read + write. */
+static inline double copy_ceiling_gbs(void) {
+    const size_t bytes = (size_t)1 << 30;
+    void *a, *b;
+    CHECK_CUDA(cudaMalloc(&a, bytes));
+    CHECK_CUDA(cudaMalloc(&b, bytes));
+    CHECK_CUDA(cudaMemset(a, 0, bytes));
+    double us = median_us([&] { CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
+    cudaFree(a), cudaFree(b);
+    return 2.0 * bytes / us / 1e3;
+}
 
 /* The mLSTM harnesses' inputs (the model's kind): n rows of dk softmax(2 N(0,1)) features, and
  * gates in runs of 1-24 tokens of three regimes that move the stabiliser: forget ~ 1 with input

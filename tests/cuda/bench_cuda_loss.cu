@@ -257,13 +257,7 @@ int main(int argc, char **argv) {
     printf("device: %s, %d SMs, %.0f MB L2; seed %llu\n", prop.name, prop.multiProcessorCount,
            prop.l2CacheSize / 1e6, (unsigned long long)rng_state);
     { /* the ceiling: a large device-to-device copy */
-        size_t bytes = (size_t)1 << 30;
-        void *a, *b;
-        CHECK_CUDA(cudaMalloc(&a, bytes));
-        CHECK_CUDA(cudaMalloc(&b, bytes));
-        double us = median_us([&] { CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
-        copy_gbs = 2.0 * bytes / us / 1e3;
-        cudaFree(a), cudaFree(b);
+        copy_gbs = copy_ceiling_gbs();
         printf("ceiling: device copy %.0f GB/s (read + write)\n\n", copy_gbs);
     }
     { /* argument checks */

@@ -309,17 +309,14 @@ __global__ void fma_peak_kernel(float *out, int iters, float a, float b) {
 static double copy_gbs, fp32_tflops, bf16_tflops;
 
 static void measure_ceilings(int sms) {
-    size_t bytes = (size_t)1 << 30;
-    void *a, *b;
-    CHECK_CUDA(cudaMalloc(&a, bytes));
-    CHECK_CUDA(cudaMalloc(&b, bytes));
-    double us = median_us([&] { CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
-    copy_gbs = 2.0 * bytes / us / 1e3;
+    copy_gbs = copy_ceiling_gbs();
     int blocks = sms * 8, threads = 256, iters = 1 << 14;
-    us = median_us([&] { fma_peak_kernel<<<blocks, threads>>>((float *)a, iters, 0.999f, 0.001f); });
+    float *a;
+    CHECK_CUDA(cudaMalloc(&a, sizeof(float) * (size_t)blocks * threads));
+    double us = median_us([&] { fma_peak_kernel<<<blocks, threads>>>(a, iters, 0.999f, 0.001f); });
     CHECK_CUDA(cudaGetLastError());
     fp32_tflops = 2.0 * 8 * iters * (double)blocks * threads / us / 1e6;
-    cudaFree(a), cudaFree(b);
+    cudaFree(a);
     int n = 8192;
     kern_bf16 *x, *y, *z;
     CHECK_CUDA(cudaMalloc(&x, 2ull * n * n));

@@ -49,14 +49,7 @@ int main(int argc, char **argv) {
            prop.l2CacheSize / 1e6, (unsigned long long)rng_state);
 
     { /* ceilings */
-        size_t bytes = (size_t)1 << 30;
-        void *a, *b;
-        CHECK_CUDA(cudaMalloc(&a, bytes));
-        CHECK_CUDA(cudaMalloc(&b, bytes));
-        double us = median_us([&] { CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
-        copy_gbs = 2.0 * bytes / us / 1e3;
-        cudaFree(a);
-        cudaFree(b);
+        copy_gbs = copy_ceiling_gbs();
         int n = 8192;
         kern_bf16 *x, *y, *z;
         CHECK_CUDA(cudaMalloc(&x, 2ull * n * n));
@@ -65,7 +58,7 @@ int main(int argc, char **argv) {
         std::vector<uint16_t> r = random_bf16((size_t)n * n, 1.0f);
         CHECK_CUDA(cudaMemcpy(x, r.data(), 2ull * n * n, cudaMemcpyHostToDevice));
         CHECK_CUDA(cudaMemcpy(y, r.data(), 2ull * n * n, cudaMemcpyHostToDevice));
-        us = median_us([&] { CHECK_OP(kern_cuda_linear_bf16(z, x, y, n, n, n, 0)); });
+        double us = median_us([&] { CHECK_OP(kern_cuda_linear_bf16(z, x, y, n, n, n, 0)); });
         gemm_tflops = 2.0 * n * n * n / us / 1e6;
         cudaFree(x), cudaFree(y), cudaFree(z);
         printf("ceilings: device copy %.0f GB/s (read + write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s\n\n", copy_gbs,

@@ -299,14 +299,7 @@ static double copy_gbs;
 static size_t l2_bytes;
 
 static void measure_copy(void) {
-    const size_t bytes = (size_t)1 << 30;
-    void *a, *b;
-    CHECK_CUDA(cudaMalloc(&a, bytes));
-    CHECK_CUDA(cudaMalloc(&b, bytes));
-    CHECK_CUDA(cudaMemset(a, 0, bytes));
-    double us = median_us([&] { CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
-    copy_gbs = 2.0 * bytes / us / 1e3;
-    cudaFree(a), cudaFree(b);
+    copy_gbs = copy_ceiling_gbs();
     printf("ceiling: device copy of 1 GiB %.0f GB/s (read + write)\n", copy_gbs);
 }
 
