@@ -529,28 +529,25 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
     if (model_data_loader_vocab(t->loader) != t->teacher.cfg.vocab)
         return xd_fail(e, "the data's vocabulary (%d) is not the teacher's (%d): prepare it with the teacher's tokenizer",
                        model_data_loader_vocab(t->loader), t->teacher.cfg.vocab);
-    char ckpt[1400];
-    long ckpt_step;
-    int found = trainer_checkpoint_latest(s->out, ckpt, sizeof ckpt, &ckpt_step, e);
-    if (found < 0) return -1;
-    /* resume from the newest complete checkpoint, else start from the student */
-    if (model_transformer_load(found == 0 ? ckpt : s->student, &t->student, e)) return -1;
+    /* the student's shapes and lineage; a checkpoint to resume from is read only under out's lock
+       (below): another xtrain still writing out may prune the one newest now while it is read */
+    if (model_transformer_load(s->student, &t->student, e)) return -1;
     if (stage_check_lineage(&t->teacher, &t->student, same_weights, e)) return -1;
     if (prepare && prepare(t, ctx, e)) return -1;
     if (trainer_ranges_select(&t->student.layout, select, ctx, &t->ranges, e)) return -1;
     if (trainer_optim_init(&t->opt, t->ranges.total, e)) return -1;
-    /* Everything is checked, nothing written yet; now out is created and locked. A writer that
-       held it meanwhile may have left a newer checkpoint: resume from that one. Data parallel,
+    /* Everything is checked, nothing written yet; now out is created and locked, and the run
+       resumes from its newest complete checkpoint, else starts from the student. Data parallel,
        rank 0 alone locks out: the other ranks write nothing there, and would wait on rank 0's
        lock while rank 0 waits for them to join. */
     if (t->writer && lock_out(s->out, stage, &t->out_lock, e)) return -1;
     char newest[1400];
     long newest_step = -1;
-    int found_now = trainer_checkpoint_latest(s->out, newest, sizeof newest, &newest_step, e);
-    if (found_now < 0) return -1;
+    int found = trainer_checkpoint_latest(s->out, newest, sizeof newest, &newest_step, e);
+    if (found < 0) return -1;
     if (t->dp.on) {
         /* the communicator; then every rank resumes from rank 0's newest checkpoint */
-        long agreed = found_now == 0 ? newest_step : -1;
+        long agreed = found == 0 ? newest_step : -1;
         if (trainer_dp_join(t, &agreed, e)) return -1;
         if (agreed >= 0) {
             snprintf(newest, sizeof newest, "%s/checkpoints/step-%08ld", s->out, agreed);
@@ -559,13 +556,13 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
             if (!xd_file_exists(done))
                 return xd_fail(e, "rank %d of %d: rank 0 resumes from %s, which this rank cannot see (is out on a "
                                   "filesystem every rank shares?)", t->dp.rank, t->dp.size, newest);
-            found_now = 0, newest_step = agreed;
-        } else if (t->dp.rank != 0 && (found_now == 0 || found == 0)) {
+            found = 0, newest_step = agreed;
+        } else if (t->dp.rank != 0 && found == 0) {
             return xd_fail(e, "rank %d of %d: this rank sees a checkpoint in %s/checkpoints, rank 0 none: did out "
                               "change while the ranks started?", t->dp.rank, t->dp.size, s->out);
         }
     }
-    if (found_now == 0 && (found != 0 || strcmp(newest, ckpt) != 0)) {
+    if (found == 0) {
         model_transformer later;
         if (model_transformer_load(newest, &later, e)) return -1;
         if (later.layout.n_params != t->student.layout.n_params) {
@@ -574,12 +571,8 @@ int trainer_session_open(trainer_session *t, const char *stage, trainer_settings
         }
         memcpy(t->student.params, later.params, sizeof(float) * later.layout.n_params);
         model_transformer_free(&later);
-        memcpy(ckpt, newest, sizeof ckpt);
-        found = 0;
-    }
-    if (found == 0) {
-        if (trainer_restore(ckpt, &t->opt, t->loader, &t->start_step, &t->tokens, e)) return -1;
-        fprintf(stderr, "[%s] resuming from %s (step %ld)\n", stage, ckpt, t->start_step);
+        if (trainer_restore(newest, &t->opt, t->loader, &t->start_step, &t->tokens, e)) return -1;
+        fprintf(stderr, "[%s] resuming from %s (step %ld)\n", stage, newest, t->start_step);
     }
     t->grads = xd_calloc(t->student.layout.n_params, sizeof(float), e);
     /* a pass's sequences one after another: the CPU's is one sequence */

@@ -58,15 +58,20 @@ sed -e "s|out: .*|out: $tmp/shared|" -e 's/^steps: .*/steps: 8/' "$tmp/align-str
 first=$!
 i=0
 while [ ! -f "$tmp/shared/checkpoints/step-00000002/DONE" ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+# the first is frozen (the node that stopped answering) until the second is seen waiting, so a
+# loaded machine cannot let the first finish before the second reaches the lock
+kill -STOP $first
 "$xtrain" align --config "$tmp/shared.yaml" > "$tmp/second.out" 2>&1 &
 second=$!
 i=0
-while ! grep -q 'waiting for it to end' "$tmp/second.out" && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+while ! grep -q 'waiting for it to end' "$tmp/second.out" && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+kill -CONT $first
 check "the second xtrain on the same out waits, naming the first (pid $first)" "grep -q \"is in use by another xtrain (pid $first on \" '$tmp/second.out'"
 wait $first; rc1=$?
 wait $second; rc2=$?
 check "both end well ($rc1, $rc2); the second went on after the first" "[ $rc1 = 0 ] && [ $rc2 = 0 ] && grep -q 'is free: going on' '$tmp/second.out'"
 check "the second resumed from the first's last checkpoint" "grep -q 'resuming from .*step-00000008' '$tmp/second.out'"
+[ $fail -eq 0 ] || { echo "--- second.out"; cat "$tmp/second.out"; }
 check "metrics.jsonl has each of the 8 steps once, in order" \
   "[ \"\$(sed 's/^{\"step\":\([0-9]*\),.*/\1/' '$tmp/shared/metrics.jsonl' | tr '\\n' ' ')\" = '1 2 3 4 5 6 7 8 ' ]"
 [ $fail -eq 0 ] || { echo "--- straight"; cat "$tmp/a"; echo "--- resumed"; cat "$tmp/b"; }
