@@ -146,11 +146,18 @@ int kern_cuda_mlstm_fwd_fp32(float *h, float *saved, const float *phi_q, const f
                              const float *itilde, const float *logf, int B, int T, int L, int dk, int dv, float eps,
                              kern_cuda_stream s);
 /* Backward, exact including the normaliser and the m_t path: OVERWRITES d_phi_q, d_phi_k, d_v,
- * d_itilde, d_logf, given the forward's inputs, its h and saved, and the loss gradient dh. */
+ * d_itilde, d_logf, given the forward's inputs, its h and saved, and the loss gradient dh. The
+ * model's: for L in 33 .. 64 the chunks' eight products (Q K^T, dnum V^T, K E, V E^T, P^T dnum,
+ * dnum C_in^T, dS K, dS^T Q) run on tensor cores in 3xTF32, as the forward's. */
 int kern_cuda_mlstm_bwd(float *d_phi_q, float *d_phi_k, float *d_v, float *d_itilde, float *d_logf, void *workspace,
                         const float *dh, const float *h, const float *saved, const float *phi_q, const float *phi_k,
                         const float *v, const float *itilde, const float *logf, int B, int T, int L, int dk, int dv,
                         float eps, kern_cuda_stream s);
+/* The same backward all in fp32 on CUDA cores, for every L: the tests' reference. */
+int kern_cuda_mlstm_bwd_fp32(float *d_phi_q, float *d_phi_k, float *d_v, float *d_itilde, float *d_logf,
+                             void *workspace, const float *dh, const float *h, const float *saved, const float *phi_q,
+                             const float *phi_k, const float *v, const float *itilde, const float *logf, int B, int T,
+                             int L, int dk, int dv, float eps, kern_cuda_stream s);
 
 /* ---- sliding-window + sink attention (swa.cu) ---- */
 /* The attention of kernels/swa.h (query t sees keys j <= t with j < S or j >= t - W + 1, scale

@@ -25,6 +25,7 @@
 #include "cuda_internal.cuh"
 
 #include <mma.h>
+#include <type_traits>
 
 #define MLSTM_THREADS 256
 #define MLSTM_SCAN_TILE 1024
@@ -91,11 +92,33 @@ static __device__ __forceinline__ float row_sum16(float x) {
     return x;
 }
 
-/* Zero-padded copy of rows [0, Lc) of a [*, D] global tile into smem [LM][DS] (DS = D + 1 but in
- * the tensor-core kernel). Every load of a thread is issued before its first store: the compiler
+/* Zero-padded copy of rows [0, Lc) of a [*, D] global tile into smem [LM][D] laid out by IX
+ * (rows of stride D + 1 but in the tensor-core kernels). Every load of a thread is issued before its first store: the compiler
  * cannot move global loads past smem stores itself, and one round trip to memory per token would
  * dominate the kernels. */
-template <int D, int LM, int DS = D + 1>
+/* Where element (r, c) of a smem tile lives. ix_pad: rows of stride S. ix_swz: the tensor-core
+ * backward's [64][64] tiles, unpadded, column c of row r at c ^ mlstm_swz(r). With it the mma
+ * fragment reads either way round (lanes (g, t) at (r0 + g, c0 + t) and at (r0 + t, c0 + g),
+ * r0 and c0 multiples of 8 and 4 or the other way), the accumulators' element-wise reads (rows
+ * r0 + 2 t + i, columns c0 + g), and a warp along a row or down a column all hit 32 distinct
+ * banks (checked exhaustively for every offset): the low 3 bits of r move bits 2..4 of the
+ * column (r0, r1 alone and r1, r2 alone moving bits 3..4 both ways), bits 3..4 of r move bits
+ * 0..1. Only the diagonal (r, r) meets a 4-way conflict. */
+template <int S> struct ix_pad {
+    static constexpr int stride = S;
+    static __device__ __forceinline__ int at(int r, int c) { return r * S + c; }
+};
+static __device__ __forceinline__ int mlstm_swz(int r) { return ((r & 3) << 3) ^ ((r & 4) ? 12 : 0) ^ ((r >> 3) & 3); }
+struct ix_swz {
+    static constexpr int stride = 64;
+    static __device__ __forceinline__ int at(int r, int c) { return r * 64 + (c ^ mlstm_swz(r)); }
+    /* from p = at(r, y) to at(r, k0 + y), and from p = at(y, c) to at(k0 + y, c), for y < 8 and
+     * k0 a multiple of 8: k0 + y = k0 ^ y, and swz(k0 + y) = swz(y) ^ (k0 / 8 % 4) */
+    static __device__ __forceinline__ int row_step(int p, int k0) { return p ^ k0; }
+    static __device__ __forceinline__ int col_step(int p, int k0) { return (p ^ ((k0 >> 3) & 3)) + 64 * k0; }
+};
+
+template <int D, int LM, class IX = ix_pad<D + 1>>
 static __device__ __forceinline__ void load_rows(float *dst, const float *src, int Lc) {
     constexpr int PER = LM * D / MLSTM_THREADS;
     static_assert(LM * D % MLSTM_THREADS == 0, "tile not a multiple of the block");
@@ -108,7 +131,7 @@ static __device__ __forceinline__ void load_rows(float *dst, const float *src, i
 #pragma unroll
     for (int u = 0; u < PER; u++) {
         const int idx = threadIdx.x + MLSTM_THREADS * u;
-        dst[(idx / D) * DS + idx % D] = r[u];
+        dst[IX::at(idx / D, idx % D)] = r[u];
     }
 }
 
@@ -154,10 +177,6 @@ static __device__ __forceinline__ float chunk_alpha(int j, const float *s_lf, co
     return has_in ? expf(m_in + a - s_m[j]) : 0.0f;
 }
 
-/* W [LM][LP] of one chunk (LP = LM + 1 but in the tensor-core kernel): W[j][s] =
- * exp(itilde_s + sum_{r=s+1..j} logf_r - m_j) for s <= j < Lc, else 0; the log decays are running
- * sums down each column, as the CPU's drow. Also alpha [Lc]. Synchronises (two barriers); every
- * thread calls it. */
 /* The chunk's denominators, one warp a row: den_r = sum_s P[r][s] (+ alpha_r q_r . n_in with an
  * entering state), into s_den and the chunk's slice of saved's den; P and Q rows of stride ps, qs. */
 template <int D>
@@ -177,7 +196,11 @@ static __device__ __forceinline__ void chunk_den(float *den, float *s_den, const
     }
 }
 
-template <int LM, int LP = LM + 1>
+/* W [LM][LM] of one chunk (laid out by IX): W[j][s] =
+ * exp(itilde_s + sum_{r=s+1..j} logf_r - m_j) for s <= j < Lc, else 0; the log decays are running
+ * sums down each column, as the CPU's drow. Also alpha [Lc]. Synchronises (two barriers); every
+ * thread calls it. */
+template <int LM, class IX = ix_pad<LM + 1>>
 static __device__ void chunk_weights(float *sW, float *s_al, const float *s_it, const float *s_lf,
                                      const float *s_m, float m_in, bool has_in, int Lc) {
     const int tid = threadIdx.x;
@@ -185,10 +208,10 @@ static __device__ void chunk_weights(float *sW, float *s_al, const float *s_it, 
         const int s = tid;
         const float its = s_it[s];
         float drow = 0.0f;
-        sW[s * LP + s] = its - s_m[s];
+        sW[IX::at(s, s)] = its - s_m[s];
         for (int j = s + 1; j < Lc; j++) {
             drow += s_lf[j];
-            sW[j * LP + s] = its + drow - s_m[j];
+            sW[IX::at(j, s)] = its + drow - s_m[j];
         }
     } else if (tid >= 128 && tid - 128 < LM) { /* other warps meanwhile: alpha (0 past Lc) */
         const int j = tid - 128;
@@ -197,7 +220,7 @@ static __device__ void chunk_weights(float *sW, float *s_al, const float *s_it, 
     __syncthreads();
     for (int idx = tid; idx < LM * LM; idx += MLSTM_THREADS) {
         int j = idx / LM, s = idx % LM;
-        float *w = sW + j * LP + s;
+        float *w = sW + IX::at(j, s);
         *w = (j < Lc && s <= j) ? expf(*w) : 0.0f;
     }
     __syncthreads();
@@ -439,6 +462,23 @@ static __device__ __forceinline__ void mma3(C &acc, const A &ah, const A &al, co
     nvcuda::wmma::mma_sync(acc, ah, bl, acc);
     nvcuda::wmma::mma_sync(acc, ah, bh, acc);
 }
+/* The same split for one element of a PTX mma fragment (the backward's tensor-core tiling), in
+ * integer arithmetic: cvt.rna runs at a quarter of the integer rate, and each element is split
+ * by every warp that reads it. hi is x rounded to nearest TF32, ties away from zero (cvt.rna's
+ * result for finite x: add half a TF32 ulp, clear the 13 low bits); lo = x - hi is exact, and
+ * its low bits are left to the tensor core, which reads lo to within a TF32 ulp of lo, 2^-10
+ * |lo| <= 2^-21 |x| (CUTLASS's fast-fp32 split, round_half_ulp_truncate for the big part). */
+static __device__ __forceinline__ void tf32_hilo(float x, uint32_t &hi, uint32_t &lo) {
+    hi = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+    lo = __float_as_uint(x - __uint_as_float(hi));
+}
+/* d += a b on mma.sync m16n8k8 TF32, fp32 accumulation (the PTX ISA's fragment layouts) */
+static __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
 
 /* The same chunk on tensor cores (D = LM = 64, the model's case): the three products Q K^T, P V
  * and Q C_in in 3xTF32 (above) on wmma m16n16k8 with fp32 accumulation, fp32-accurate, so that
@@ -485,18 +525,18 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     float *sv = saved + (size_t)b * sl, *den = sv + T;
     const float *m = sv;
     const bool has_in = c > 0;
-    load_rows<D, LM, AS>(sQ, q + tok * D, Lc);
-    load_rows<D, LM, AS>(sK, k + tok * D, Lc);
-    load_rows<D, LM, BS>(sV, v + tok * D, Lc);
+    load_rows<D, LM, ix_pad<AS>>(sQ, q + tok * D, Lc);
+    load_rows<D, LM, ix_pad<AS>>(sK, k + tok * D, Lc);
+    load_rows<D, LM, ix_pad<BS>>(sV, v + tok * D, Lc);
     load_gates<LM>(s_it, s_lf, s_m, itilde + tok, logf + tok, m + t0, Lc);
     if (has_in) {
         const float *Cin = sv + 2 * (size_t)T + (size_t)(c - 1) * ((size_t)D * D + D);
-        load_rows<D, D, BS>(sC, Cin, D);
+        load_rows<D, D, ix_pad<BS>>(sC, Cin, D);
         for (int a = tid; a < D; a += MLSTM_THREADS) sn[a] = Cin[(size_t)D * D + a];
     }
     const float m_in = has_in ? m[t0 - 1] : -INFINITY;
     __syncthreads();
-    chunk_weights<LM, PS>(sP, s_al, s_it, s_lf, s_m, m_in, has_in, Lc);
+    chunk_weights<LM, ix_pad<PS>>(sP, s_al, s_it, s_lf, s_m, m_in, has_in, Lc);
 
     const int col = 16 * (warp & 3), st[2] = {warp >> 2, 3 - (warp >> 2)}; /* st[0] < st[1] */
     for (int idx = tid; idx < LM * 16; idx += MLSTM_THREADS) sA[idx] = s_al[idx >> 4];
@@ -649,25 +689,118 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
         for (int j = 0; j < TD; j++) out[(size_t)(ty + 16 * i) * D + tx + 16 * j] = acc[i][j];
 }
 
+/* The backward chunk's two tilings of its products. Every product is out(r, c) = sum_k A(r, k)
+ * B(k, c) of smem tiles into a register tile; operand X is read as X[IX::at(i, j)], or as
+ * X[IX::at(j, i)] when the flag XT says it is stored transposed. row(i) and col(j) are the
+ * indices of a thread's acc[i][j]; row_sum adds a value over the threads that hold one row (all
+ * threads call it), lead() is the one of them that writes the result. */
+
+/* CUDA cores, fp32: 16 x 16 threads, each a register tile of rows ty + 16 i, cols tx + 16 j; the
+ * rows of [.][D] and [.][LM] tiles padded to the odd strides D + 1 and LM + 1, so that plain and
+ * transposed reads are free of bank conflicts (mm_acc). */
+template <int D, int LM> struct bwd_fp32 {
+    using ixd = ix_pad<D + 1>;
+    using ixl = ix_pad<LM + 1>;
+    static constexpr int RT = LM / 16, CL = LM / 16, CD = D / 16; /* rows; cols of [LM x LM], of [LM x D] */
+    static constexpr int szd = LM * (D + 1), szl = LM * (LM + 1), sze = D * (D + 1);
+    static __device__ __forceinline__ int row(int i) { return (threadIdx.x >> 4) + 16 * i; }
+    static __device__ __forceinline__ int col(int j) { return (threadIdx.x & 15) + 16 * j; }
+    static __device__ __forceinline__ float row_sum(float x) { return row_sum16(x); }
+    static __device__ __forceinline__ bool lead() { return (threadIdx.x & 15) == 0; }
+    template <bool AT, bool BT, class IA, class IB, int TM, int TN>
+    static __device__ __forceinline__ void mm(float (&acc)[TM][TN], int K, const float *A, const float *B) {
+        mm_acc(acc, K, A, AT ? 1 : IA::stride, AT ? IA::stride : 1, B, BT ? 1 : IB::stride, BT ? IB::stride : 1);
+    }
+};
+
+/* Tensor cores, 3xTF32 (tf32_split's arithmetic, so fp32-accurate) on mma.sync m16n8k8, for
+ * D = LM = 64: warp w owns rows 8 w .. 8 w + 7 of every [64 x 64] output and computes its
+ * transpose, out^T = B^T A^T, as four m16n8 tiles (16 columns each); lane (g, t) (g = lane / 4,
+ * t = lane % 4) then holds rows 8 w + 2 t + i (i < 2) and columns 16 q + g + 8 h (q < 4, h < 2),
+ * so a row is in the 8 lanes of one t and row sums are three shuffles. Fragments are read by
+ * scalar loads from tiles in ix_swz's layout, which no read here makes conflict. */
+template <int D, int LM> struct bwd_tc {
+    static_assert(D == 64 && LM == 64 && MLSTM_THREADS == 256, "the tiling is for 64 x 64 on 8 warps");
+    using ixd = ix_swz;
+    using ixl = ix_swz;
+    static constexpr int RT = 2, CL = 8, CD = 8;
+    static constexpr int szd = 64 * 64, szl = 64 * 64, sze = 64 * 64;
+    static __device__ __forceinline__ int row(int i) { return 8 * (threadIdx.x >> 5) + 2 * (threadIdx.x & 3) + i; }
+    static __device__ __forceinline__ int col(int j) { return 16 * (j >> 1) + ((threadIdx.x & 31) >> 2) + 8 * (j & 1); }
+    static __device__ __forceinline__ float row_sum(float x) {
+        for (int o = 4; o < 32; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+        return x;
+    }
+    static __device__ __forceinline__ bool lead() { return (threadIdx.x & 28) == 0; }
+    template <bool AT, bool BT, class IA, class IB, int TM, int TN>
+    static __device__ __forceinline__ void mm(float (&acc)[TM][TN], int K, const float *A, const float *B) {
+        static_assert(TM == 2 && TN == 8, "a thread's tile of a 64 x 64 output");
+        static_assert(std::is_same<IA, ix_swz>::value && std::is_same<IB, ix_swz>::value, "ix_swz tiles");
+        const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3, r0 = 8 * (threadIdx.x >> 5);
+        /* Each fragment element's offset for q = 0 and k0 = 0; for column block q and k0 = 8 k8
+         * it is that XOR a constant plus a constant (ix_swz::row_step, col_step, and
+         * 16 q + x = 16 q ^ x for x < 16). B operand of the
+         * transposed product: (k, n) = A(r0 + n, k) at (t, g), (t + 4, g). A operand: (m, k) =
+         * B(k, 16 q + m) at (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4). */
+        int pa[2], pb[4];
+#pragma unroll
+        for (int h = 0; h < 2; h++) pa[h] = AT ? IA::at(t + 4 * h, r0 + g) : IA::at(r0 + g, t + 4 * h);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int kk = t + 4 * (e >> 1), cc = g + 8 * (e & 1);
+            pb[e] = BT ? IB::at(cc, kk) : IB::at(kk, cc);
+        }
+        /* K past the chunk's length reads zeros (every operand is zero-padded there). Unrolled
+         * by 2: by 8 (every offset a constant's reach) spilled 288 bytes and ran the backward
+         * 1.39x slower (H200, design shape), and one block an SM (no spills) slower still: the
+         * kernel needs its two blocks an SM to hide the serial phases. */
+#pragma unroll 2
+        for (int k8 = 0; k8 < 8; k8++) {
+            const int k0 = 8 * k8;
+            if (k0 >= K) break;
+            uint32_t bh[2], bl[2];
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                tf32_hilo(A[AT ? ix_swz::col_step(pa[h], k0) : ix_swz::row_step(pa[h], k0)], bh[h], bl[h]);
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                uint32_t ah[4], al[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) /* B(k0 + kk, 16 q + cc): at(16 q + cc, k0 + kk) or at(k0 + kk, 16 q + cc) */
+                    tf32_hilo(B[BT ? (pb[e] ^ (((q & 1) << 1) ^ k0)) + 1024 * q : ix_swz::col_step(pb[e] ^ 16 * q, k0)],
+                              ah[e], al[e]);
+                /* accumulator: (m, n) = out(r0 + n, 16 q + m) at (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1) */
+                float d[4] = {acc[0][2 * q], acc[1][2 * q], acc[0][2 * q + 1], acc[1][2 * q + 1]};
+                mma_tf32(d, al, bh);
+                mma_tf32(d, ah, bl);
+                mma_tf32(d, ah, bh);
+                acc[0][2 * q] = d[0], acc[1][2 * q] = d[1], acc[0][2 * q + 1] = d[2], acc[1][2 * q + 1] = d[3];
+            }
+        }
+    }
+};
+
 /* Chunk c: every gradient, given the gradient (E, e) of the state leaving the chunk (workspace slot
  * c, when c + 1 < nch) and the state (C, n) entering it (saved slot c-1, when c >= 1). The same
  * steps as the CPU's mlstm_bwd_one; writes d_q, d_k, d_v of the chunk's tokens, d_itilde and d_logf
- * without the m path, and the m-path term of each token to the workspace. */
-template <int D, int LM>
+ * without the m path, and the m-path term of each token to the workspace. TI: the tiling of the
+ * products (bwd_fp32 or bwd_tc); the steps are the same with both. */
+template <int D, int LM, class TI>
 __global__ void __launch_bounds__(MLSTM_THREADS, 2)
     mlstm_bwd_chunk_kernel(float *gq, float *gk, float *gv, float *git, float *glf, float *ws, const float *q,
                            const float *k, const float *v, const float *itilde, const float *logf, const float *h,
                            const float *dh, const float *saved, int T, int L, int nch, size_t sl, float eps) {
-    constexpr int DP = D + 1, LP = LM + 1, TL = LM / 16, TD = D / 16, NW = MLSTM_THREADS / 32;
-    static_assert(LM <= D, "dS [LM][LM + 1] reuses V's [LM][D + 1]");
+    using ixd = typename TI::ixd; /* [LM][D] and [D][D] tiles */
+    using ixl = typename TI::ixl; /* [LM][LM] tiles */
+    constexpr int RT = TI::RT, CL = TI::CL, CD = TI::CD, NW = MLSTM_THREADS / 32;
+    static_assert(TI::szl <= TI::szd, "dS [LM][LM] reuses V's [LM][D]");
     extern __shared__ float sm[];
     /* six big buffers (two blocks per SM): V's holds dS once V is dead, E's holds C_in */
-    float *sQ = sm, *sK = sQ + LM * DP, *sV = sK + LM * DP, *sDn = sV + LM * DP, *sW = sDn + LM * DP,
-          *sE = sW + LM * LP, *se = sE + D * DP, *sn = se + D, *s_it = sn + D, *sG = sV,
+    float *sQ = sm, *sK = sQ + TI::szd, *sV = sK + TI::szd, *sDn = sV + TI::szd, *sW = sDn + TI::szd,
+          *sE = sW + TI::szl, *se = sE + TI::sze, *sn = se + D, *s_it = sn + D, *sG = sV,
           *s_lf = s_it + LM, *s_m = s_lf + LM, *s_al = s_m + LM, *s_u = s_al + LM, *s_dden = s_u + LM,
           *s_dlogu = s_dden + LM, *s_dloga = s_dlogu + LM, *s_git = s_dloga + LM, *s_red = s_git + LM;
     const int c = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int tx = tid & 15, ty = tid >> 4;
     const int t0 = c * L, Lc = min(L, T - t0);
     const size_t tok = (size_t)b * T + t0, ssz = (size_t)D * D + D;
     const float *m = saved + (size_t)b * sl, *den = m + T;
@@ -677,14 +810,14 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
     float *mterm = ws + (size_t)(nch - 1) * ssz * gridDim.y + tok;
 
     /* A: loads */
-    load_rows<D, LM>(sQ, q + tok * D, Lc);
-    load_rows<D, LM>(sK, k + tok * D, Lc);
-    load_rows<D, LM>(sV, v + tok * D, Lc);
-    load_rows<D, LM>(sDn, dh + tok * D, Lc);
+    load_rows<D, LM, ixd>(sQ, q + tok * D, Lc);
+    load_rows<D, LM, ixd>(sK, k + tok * D, Lc);
+    load_rows<D, LM, ixd>(sV, v + tok * D, Lc);
+    load_rows<D, LM, ixd>(sDn, dh + tok * D, Lc);
     load_gates<LM>(s_it, s_lf, s_m, itilde + tok, logf + tok, m + t0, Lc);
     if (has_E) {
         const float *E = wsm + (size_t)c * ssz;
-        load_square<D>(sE, E);
+        load_rows<D, D, ixd>(sE, E, D);
         for (int a = tid; a < D; a += MLSTM_THREADS) se[a] = E[(size_t)D * D + a];
     }
     if (has_in)
@@ -705,33 +838,33 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
         }
         float dot = 0.0f;
 #pragma unroll
-        for (int i = 0; i < D / 32; i++) dot += sDn[r * DP + lane + 32 * i] * hd.h[k][i];
+        for (int i = 0; i < D / 32; i++) dot += sDn[ixd::at(r, lane + 32 * i)] * hd.h[k][i];
         dot = warp_sum(dot);
         const float dr = hd.den[k] + eps, rd = 1.0f / dr;
 #pragma unroll
-        for (int i = 0; i < D / 32; i++) sDn[r * DP + lane + 32 * i] *= rd;
+        for (int i = 0; i < D / 32; i++) sDn[ixd::at(r, lane + 32 * i)] *= rd;
         if (lane == 0) s_dden[r] = -dot * rd, mterm[r] = -eps * dot / dr;
     }
-    chunk_weights<LM>(sW, s_al, s_it, s_lf, s_m, m_in, has_in, Lc);
+    chunk_weights<LM, ixl>(sW, s_al, s_it, s_lf, s_m, m_in, has_in, Lc);
     const float ae = s_al[Lc - 1];
 
     /* D: S = Q K^T, G = dnum V^T + dden; P = W o S (over W, in place); dS = W o G and A = P o G,
      * the gradient of log W, kept in registers until V and P are no longer needed */
-    float A[TL][TL], dS[TL][TL];
+    float A[RT][CL], dS[RT][CL];
     {
-        float S[TL][TL], G[TL][TL];
+        float S[RT][CL], G[RT][CL];
         acc_zero(S);
         acc_zero(G);
-        mm_acc(S, D, sQ, DP, 1, sK, 1, DP);
-        mm_acc(G, D, sDn, DP, 1, sV, 1, DP);
+        TI::template mm<false, true, ixd, ixd>(S, D, sQ, sK);
+        TI::template mm<false, true, ixd, ixd>(G, D, sDn, sV);
 #pragma unroll
-        for (int i = 0; i < TL; i++)
+        for (int i = 0; i < RT; i++)
 #pragma unroll
-            for (int j = 0; j < TL; j++) {
-                const int r = ty + 16 * i, s = tx + 16 * j;
-                const float w = sW[r * LP + s], p = S[i][j] * w, g = G[i][j] + s_dden[r];
+            for (int j = 0; j < CL; j++) {
+                const int r = TI::row(i), s = TI::col(j);
+                const float w = sW[ixl::at(r, s)], p = S[i][j] * w, g = G[i][j] + s_dden[r];
                 if (r == Lc - 1) s_u[s] = w; /* u = W's last row, read before P covers it */
-                sW[r * LP + s] = p;
+                sW[ixl::at(r, s)] = p;
                 dS[i][j] = g * w;
                 A[i][j] = p * g;
             }
@@ -740,42 +873,42 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
 
     /* E: dV = P^T dnum + diag(u) K E; dlogu_j = u_j (k_j E v_j + k_j . e);
      * dK starts as diag(u) (V E^T + e); dlog_ae = ae (C_in . E + n_in . e) */
-    float dK[TL][TD];
+    float dK[RT][CD];
     acc_zero(dK);
     {
-        float dV[TL][TD];
+        float dV[RT][CD];
         acc_zero(dV);
         if (has_E) {
-            mm_acc(dV, D, sK, DP, 1, sE, DP, 1); /* K E */
+            TI::template mm<false, false, ixd, ixd>(dV, D, sK, sE); /* K E */
 #pragma unroll
-            for (int i = 0; i < TL; i++) {
-                const int r = ty + 16 * i;
+            for (int i = 0; i < RT; i++) {
+                const int r = TI::row(i);
                 float x = 0.0f;
 #pragma unroll
-                for (int j = 0; j < TD; j++) {
-                    const int col = tx + 16 * j;
-                    x += dV[i][j] * sV[r * DP + col] + sK[r * DP + col] * se[col];
+                for (int j = 0; j < CD; j++) {
+                    const int col = TI::col(j);
+                    x += dV[i][j] * sV[ixd::at(r, col)] + sK[ixd::at(r, col)] * se[col];
                     dV[i][j] *= s_u[r];
                 }
-                x = row_sum16(x);
-                if (tx == 0) s_dlogu[r] = s_u[r] * x;
+                x = TI::row_sum(x);
+                if (TI::lead()) s_dlogu[r] = s_u[r] * x;
             }
-            mm_acc(dK, D, sV, DP, 1, sE, 1, DP); /* V E^T */
+            TI::template mm<false, true, ixd, ixd>(dK, D, sV, sE); /* V E^T */
 #pragma unroll
-            for (int i = 0; i < TL; i++)
+            for (int i = 0; i < RT; i++)
 #pragma unroll
-                for (int j = 0; j < TD; j++) dK[i][j] = s_u[ty + 16 * i] * (dK[i][j] + se[tx + 16 * j]);
-        } else if (tx == 0) {
+                for (int j = 0; j < CD; j++) dK[i][j] = s_u[TI::row(i)] * (dK[i][j] + se[TI::col(j)]);
+        } else if (TI::lead()) {
 #pragma unroll
-            for (int i = 0; i < TL; i++) s_dlogu[ty + 16 * i] = 0.0f;
+            for (int i = 0; i < RT; i++) s_dlogu[TI::row(i)] = 0.0f;
         }
-        mm_acc(dV, Lc, sW, 1, LP, sDn, DP, 1); /* + P^T dnum */
+        TI::template mm<true, false, ixl, ixd>(dV, Lc, sW, sDn); /* + P^T dnum */
 #pragma unroll
-        for (int i = 0; i < TL; i++) {
-            const int r = ty + 16 * i;
+        for (int i = 0; i < RT; i++) {
+            const int r = TI::row(i);
             if (r >= Lc) continue;
 #pragma unroll
-            for (int j = 0; j < TD; j++) gv[(tok + r) * D + tx + 16 * j] = dV[i][j];
+            for (int j = 0; j < CD; j++) gv[(tok + r) * D + TI::col(j)] = dV[i][j];
         }
     }
     {
@@ -784,7 +917,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
 #pragma unroll
             for (int u = 0; u < D * D / MLSTM_THREADS; u++) {
                 const int idx = tid + MLSTM_THREADS * u;
-                x += __ldg(Cin + idx) * sE[(idx / D) * DP + idx % D];
+                x += __ldg(Cin + idx) * sE[ixd::at(idx / D, idx % D)];
             }
             for (int a = tid; a < D; a += MLSTM_THREADS) x += sn[a] * se[a];
         }
@@ -800,14 +933,14 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
         dlog_ae *= ae;
     }
 #pragma unroll
-    for (int i = 0; i < TL; i++)
+    for (int i = 0; i < RT; i++)
 #pragma unroll
-        for (int j = 0; j < TL; j++) {
-            sW[(ty + 16 * i) * LP + tx + 16 * j] = A[i][j];
-            sG[(ty + 16 * i) * LP + tx + 16 * j] = dS[i][j];
+        for (int j = 0; j < CL; j++) {
+            sW[ixl::at(TI::row(i), TI::col(j))] = A[i][j];
+            sG[ixl::at(TI::row(i), TI::col(j))] = dS[i][j];
         }
     if (has_in)
-        load_square<D>(sE, Cin);
+        load_rows<D, D, ixd>(sE, Cin, D);
     __syncthreads();
 
     /* G: down each column i of A, from the last row: logf_j (j > i) gets dlogu_i plus the column's
@@ -818,47 +951,47 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
         const int i = tid;
         float col = s_dlogu[i];
         for (int j = Lc - 1; j > i; j--) {
-            col += sW[j * LP + i];
-            sW[j * LP + i] = col;
+            col += sW[ixl::at(j, i)];
+            sW[ixl::at(j, i)] = col;
         }
-        s_git[i] = col + sW[i * LP + i];
+        s_git[i] = col + sW[ixl::at(i, i)];
     }
     {
-        float dQ[TL][TD];
+        float dQ[RT][CD];
         acc_zero(dQ);
         if (has_in) {
-            mm_acc(dQ, D, sDn, DP, 1, sE, 1, DP); /* dnum C_in^T */
+            TI::template mm<false, true, ixd, ixd>(dQ, D, sDn, sE); /* dnum C_in^T */
 #pragma unroll
-            for (int i = 0; i < TL; i++) {
-                const int r = ty + 16 * i;
+            for (int i = 0; i < RT; i++) {
+                const int r = TI::row(i);
                 float x = 0.0f;
 #pragma unroll
-                for (int j = 0; j < TD; j++) {
-                    const int a = tx + 16 * j;
+                for (int j = 0; j < CD; j++) {
+                    const int a = TI::col(j);
                     dQ[i][j] += s_dden[r] * sn[a];
-                    x += sQ[r * DP + a] * dQ[i][j];
+                    x += sQ[ixd::at(r, a)] * dQ[i][j];
                     dQ[i][j] *= s_al[r];
                 }
-                x = row_sum16(x);
-                if (tx == 0) s_dloga[r] = s_al[r] * x;
+                x = TI::row_sum(x);
+                if (TI::lead()) s_dloga[r] = s_al[r] * x;
             }
         }
-        mm_acc(dQ, Lc, sG, LP, 1, sK, DP, 1); /* + dS K */
+        TI::template mm<false, false, ixl, ixd>(dQ, Lc, sG, sK); /* + dS K */
 #pragma unroll
-        for (int i = 0; i < TL; i++) {
-            const int r = ty + 16 * i;
+        for (int i = 0; i < RT; i++) {
+            const int r = TI::row(i);
             if (r >= Lc) continue;
 #pragma unroll
-            for (int j = 0; j < TD; j++) gq[(tok + r) * D + tx + 16 * j] = dQ[i][j];
+            for (int j = 0; j < CD; j++) gq[(tok + r) * D + TI::col(j)] = dQ[i][j];
         }
     }
-    mm_acc(dK, Lc, sG, 1, LP, sQ, DP, 1); /* + dS^T Q */
+    TI::template mm<true, false, ixl, ixd>(dK, Lc, sG, sQ); /* + dS^T Q */
 #pragma unroll
-    for (int i = 0; i < TL; i++) {
-        const int r = ty + 16 * i;
+    for (int i = 0; i < RT; i++) {
+        const int r = TI::row(i);
         if (r >= Lc) continue;
 #pragma unroll
-        for (int j = 0; j < TD; j++) gk[(tok + r) * D + tx + 16 * j] = dK[i][j];
+        for (int j = 0; j < CD; j++) gk[(tok + r) * D + TI::col(j)] = dK[i][j];
     }
     __syncthreads();
 
@@ -867,7 +1000,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
     if (tid < Lc) {
         const int r = tid;
         float x = 0.0f;
-        for (int i = 0; i < r; i++) x += sW[r * LP + i];
+        for (int i = 0; i < r; i++) x += sW[ixl::at(r, i)];
         if (has_in) {
             float acc = dlog_ae;
             for (int j = Lc - 1; j >= r; j--) acc += s_dloga[j];
@@ -960,9 +1093,8 @@ template <int D> static size_t fwd_chunk_smem(int LM) {
 }
 template <int D, int LM> static size_t fwd_chunk_tc_smem() { return sizeof(float) * (size_t)fwd_tc_layout<D, LM>::total; }
 template <int D> static size_t bwd_local_smem(int LM) { return sizeof(float) * (2 * (size_t)LM * (D + 1) + 4 * LM); }
-template <int D> static size_t bwd_chunk_smem(int LM) {
-    return sizeof(float) * (4 * (size_t)LM * (D + 1) + (size_t)LM * (LM + 1) + (size_t)D * (D + 1) + 2 * D +
-                            9 * LM + MLSTM_THREADS / 32);
+template <int D, int LM, class TI> static size_t bwd_chunk_smem() {
+    return sizeof(float) * (4 * (size_t)TI::szd + TI::szl + TI::sze + 2 * D + 9 * LM + MLSTM_THREADS / 32);
 }
 
 static int mlstm_fail(const char *what) {
@@ -1020,10 +1152,27 @@ static int mlstm_fwd_impl(float *h, float *saved, const float *q, const float *k
     return 0;
 }
 
+/* The backward's chunk kernel with tiling TI */
+template <int D, int LM, class TI>
+static int mlstm_bwd_chunks(float *gq, float *gk, float *gv, float *git, float *glf, float *ws, const float *dh,
+                            const float *h, const float *saved, const float *q, const float *k, const float *v,
+                            const float *itilde, const float *logf, int B, int T, int L, int nch, size_t sl, float eps,
+                            cudaStream_t s) {
+    size_t sm = bwd_chunk_smem<D, LM, TI>();
+    if (mlstm_smem(mlstm_bwd_chunk_kernel<D, LM, TI>, sm)) return -1;
+    mlstm_bwd_chunk_kernel<D, LM, TI><<<dim3(nch, B), MLSTM_THREADS, sm, s>>>(gq, gk, gv, git, glf, ws, q, k, v,
+                                                                             itilde, logf, h, dh, saved, T, L, nch,
+                                                                             sl, eps);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+/* tc: the chunk kernel's products on tensor cores where built (D = LM = 64), else on CUDA cores */
 template <int D, int LM>
 static int mlstm_bwd_impl(float *gq, float *gk, float *gv, float *git, float *glf, float *ws, const float *dh,
                           const float *h, const float *saved, const float *q, const float *k, const float *v,
-                          const float *itilde, const float *logf, int B, int T, int L, float eps, cudaStream_t s) {
+                          const float *itilde, const float *logf, int B, int T, int L, float eps, bool tc,
+                          cudaStream_t s) {
     const int nch = (int)mlstm_nch(T, L), ssz = D * D + D;
     const size_t sl = mlstm_seq_saved(T, L, D, D);
     const float *decay = saved + (size_t)B * sl;
@@ -1039,11 +1188,16 @@ static int mlstm_bwd_impl(float *gq, float *gk, float *gv, float *git, float *gl
                                                                            ssz, -1);
         CUDA_TRY(cudaGetLastError());
     }
-    size_t sm = bwd_chunk_smem<D>(LM);
-    if (mlstm_smem(mlstm_bwd_chunk_kernel<D, LM>, sm)) return -1;
-    mlstm_bwd_chunk_kernel<D, LM><<<dim3(nch, B), MLSTM_THREADS, sm, s>>>(gq, gk, gv, git, glf, ws, q, k, v, itilde,
-                                                                         logf, h, dh, saved, T, L, nch, sl, eps);
-    CUDA_TRY(cudaGetLastError());
+    int rc;
+    if constexpr (D == 64 && LM == 64)
+        rc = tc ? mlstm_bwd_chunks<D, LM, bwd_tc<D, LM>>(gq, gk, gv, git, glf, ws, dh, h, saved, q, k, v, itilde, logf,
+                                                          B, T, L, nch, sl, eps, s)
+                : mlstm_bwd_chunks<D, LM, bwd_fp32<D, LM>>(gq, gk, gv, git, glf, ws, dh, h, saved, q, k, v, itilde,
+                                                            logf, B, T, L, nch, sl, eps, s);
+    else
+        rc = mlstm_bwd_chunks<D, LM, bwd_fp32<D, LM>>(gq, gk, gv, git, glf, ws, dh, h, saved, q, k, v, itilde, logf, B,
+                                                       T, L, nch, sl, eps, s);
+    if (rc) return -1;
     const float *mterm = ws + (size_t)B * (nch - 1) * ssz;
     mlstm_mpath_scan_kernel<<<B, MLSTM_THREADS, 0, s>>>(git, glf, mterm, saved, itilde, logf, T, sl);
     CUDA_TRY(cudaGetLastError());
@@ -1080,20 +1234,37 @@ extern "C" int kern_cuda_mlstm_fwd_fp32(float *h, float *saved, const float *phi
     return mlstm_fwd(h, saved, phi_q, phi_k, v, itilde, logf, B, T, L, dk, dv, eps, false, s);
 }
 
-extern "C" int kern_cuda_mlstm_bwd(float *d_phi_q, float *d_phi_k, float *d_v, float *d_itilde, float *d_logf,
-                                   void *workspace, const float *dh, const float *h, const float *saved,
-                                   const float *phi_q, const float *phi_k, const float *v, const float *itilde,
-                                   const float *logf, int B, int T, int L, int dk, int dv, float eps,
-                                   kern_cuda_stream s) {
+static int mlstm_bwd(float *d_phi_q, float *d_phi_k, float *d_v, float *d_itilde, float *d_logf, void *workspace,
+                     const float *dh, const float *h, const float *saved, const float *phi_q, const float *phi_k,
+                     const float *v, const float *itilde, const float *logf, int B, int T, int L, int dk, int dv,
+                     float eps, bool tc, kern_cuda_stream s) {
     if (mlstm_check(B, T, L, dk, dv)) return -1;
     if (B == 0 || T == 0) return 0;
     float *ws = (float *)workspace;
     if (L <= 16)
         return mlstm_bwd_impl<64, 16>(d_phi_q, d_phi_k, d_v, d_itilde, d_logf, ws, dh, h, saved, phi_q, phi_k, v,
-                                      itilde, logf, B, T, L, eps, s);
+                                      itilde, logf, B, T, L, eps, tc, s);
     if (L <= 32)
         return mlstm_bwd_impl<64, 32>(d_phi_q, d_phi_k, d_v, d_itilde, d_logf, ws, dh, h, saved, phi_q, phi_k, v,
-                                      itilde, logf, B, T, L, eps, s);
+                                      itilde, logf, B, T, L, eps, tc, s);
     return mlstm_bwd_impl<64, 64>(d_phi_q, d_phi_k, d_v, d_itilde, d_logf, ws, dh, h, saved, phi_q, phi_k, v, itilde,
-                                  logf, B, T, L, eps, s);
+                                  logf, B, T, L, eps, tc, s);
+}
+
+extern "C" int kern_cuda_mlstm_bwd(float *d_phi_q, float *d_phi_k, float *d_v, float *d_itilde, float *d_logf,
+                                   void *workspace, const float *dh, const float *h, const float *saved,
+                                   const float *phi_q, const float *phi_k, const float *v, const float *itilde,
+                                   const float *logf, int B, int T, int L, int dk, int dv, float eps,
+                                   kern_cuda_stream s) {
+    return mlstm_bwd(d_phi_q, d_phi_k, d_v, d_itilde, d_logf, workspace, dh, h, saved, phi_q, phi_k, v, itilde, logf,
+                     B, T, L, dk, dv, eps, true, s);
+}
+
+extern "C" int kern_cuda_mlstm_bwd_fp32(float *d_phi_q, float *d_phi_k, float *d_v, float *d_itilde, float *d_logf,
+                                        void *workspace, const float *dh, const float *h, const float *saved,
+                                        const float *phi_q, const float *phi_k, const float *v, const float *itilde,
+                                        const float *logf, int B, int T, int L, int dk, int dv, float eps,
+                                        kern_cuda_stream s) {
+    return mlstm_bwd(d_phi_q, d_phi_k, d_v, d_itilde, d_logf, workspace, dh, h, saved, phi_q, phi_k, v, itilde, logf,
+                     B, T, L, dk, dv, eps, false, s);
 }

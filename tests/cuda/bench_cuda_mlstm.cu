@@ -5,7 +5,7 @@
  * against ceilings measured here. Exit 1 on a mismatch.
  *     build/tests/bench_cuda_mlstm [seed] [check | profile]
  * check: the comparisons only (for compute-sanitizer); profile: one forward and backward at the
- * design's shape, nothing else (for ncu).
+ * design's shape, then the fp32 backward, nothing else (for ncu).
  * Errors are max|diff| / max|ref|. fp32 sums in another order cannot reach 1e-5 on every output
  * (the gate gradients are sums of many cancelling terms), so each output is held against the
  * CPU f32 (gpu-f32) and, on the same inputs, the f64 reference (gpu-f64); it passes when gpu-f32
@@ -14,9 +14,11 @@
  * T = 1, d_itilde is 0 in exact arithmetic; cancellations elsewhere), where the GPU's noise and
  * the CPU's differ by small factors (seen on an H200); a real bug shows as O(1), and the cases
  * with T > 1 have cpu-f64 near 1e-6.
- * Two forwards: kern_cuda_mlstm_fwd_fp32 (CUDA cores, every L) is held to the rule above with its
- * backward; kern_cuda_mlstm_fwd, the model's (training's and inference's), runs the chunks'
- * products on tensor cores in 3xTF32 for L in 33 .. 64 (LM = 64), and there (tc_check) its m,
+ * Two forwards and two backwards: kern_cuda_mlstm_fwd_fp32 and kern_cuda_mlstm_bwd_fp32 (CUDA
+ * cores, every L) are held to the rule above; kern_cuda_mlstm_fwd and kern_cuda_mlstm_bwd, the
+ * model's (training's and inference's), run the chunks' products on tensor cores in 3xTF32 for L
+ * in 33 .. 64 (LM = 64). There the tensor-core backward after the fp32 forward is held to the
+ * same rule, and after the tensor-core forward (tc_check) the forward's m,
  * states and decays must be the fp32 path's bits, h and den meet the same rule against the CPU
  * forward, the backward fed with its h and saved must match the CPU backward fed with the same h
  * and saved, and those gradients must also match the CPU's forward-and-backward, all by the rule
@@ -148,9 +150,11 @@ static void gpu_renan(const gpu_run &g) { /* every output back to NaN before ano
     CHECK_CUDA(cudaMemset(g.git, 0xff, 4 * n));
     CHECK_CUDA(cudaMemset(g.glf, 0xff, 4 * n));
 }
-static int gpu_bwd(const gpu_run &g, double eps) {
-    return kern_cuda_mlstm_bwd(g.gq, g.gk, g.gv, g.git, g.glf, g.ws, g.dh, g.h, g.saved, g.q, g.k, g.v, g.it, g.lf, g.B,
-                               g.T, g.L, g.dk, g.dv, (float)eps, 0);
+/* tc: the model's backward (tensor cores where built), else the fp32 CUDA-core reference */
+static int gpu_bwd(const gpu_run &g, double eps, bool tc) {
+    return (tc ? kern_cuda_mlstm_bwd : kern_cuda_mlstm_bwd_fp32)(g.gq, g.gk, g.gv, g.git, g.glf, g.ws, g.dh, g.h,
+                                                                 g.saved, g.q, g.k, g.v, g.it, g.lf, g.B, g.T, g.L,
+                                                                 g.dk, g.dv, (float)eps, 0);
 }
 
 static int failures = 0, checks = 0;
@@ -273,23 +277,30 @@ static void tc_check(const gpu_run &g, const inputs &x, const reference &r, cons
     check("d_logf", glf.data(), r.glf.data(), r.glf64.data(), glf.size());
 }
 
-/* One case: the fp32 forward and its backward against the CPU (compare), then, where L takes the
- * tensor-core path, the model's forward and its backward (tc_check); on the first nseq sequences. */
+/* One case: the fp32 forward and backward against the CPU (compare), then, where L takes the
+ * tensor-core path, the fp32 forward with the tensor-core backward (compare), and the model's
+ * forward and backward, both on tensor cores (tc_check); on the first nseq sequences. */
 static void run_case(const gpu_run &g, const inputs &x, int nseq, double eps) {
     inputs xs = first_seqs(x, nseq);
     reference r = cpu_reference(xs, g.L, eps);
     CHECK_OP(gpu_fwd(g, eps, false));
-    CHECK_OP(gpu_bwd(g, eps));
+    CHECK_OP(gpu_bwd(g, eps, false));
     CHECK_CUDA(cudaDeviceSynchronize());
-    printf("  fp32 forward (CUDA cores), its backward:\n");
+    printf("  fp32 forward and backward (CUDA cores):\n");
     compare(g, xs, r);
     if (!tc_path(g.L)) return;
     std::vector<float> saved_fp32 = to_host(g.saved, g.saved_bytes / 4);
     gpu_renan(g);
-    CHECK_OP(gpu_fwd(g, eps, true));
-    CHECK_OP(gpu_bwd(g, eps));
+    CHECK_OP(gpu_fwd(g, eps, false));
+    CHECK_OP(gpu_bwd(g, eps, true));
     CHECK_CUDA(cudaDeviceSynchronize());
-    printf("  tensor-core forward (3xTF32), the model's, its backward:\n");
+    printf("  fp32 forward, tensor-core backward (3xTF32):\n");
+    compare(g, xs, r);
+    gpu_renan(g);
+    CHECK_OP(gpu_fwd(g, eps, true));
+    CHECK_OP(gpu_bwd(g, eps, true));
+    CHECK_CUDA(cudaDeviceSynchronize());
+    printf("  tensor-core forward and backward (3xTF32), the model's:\n");
     tc_check(g, xs, r, saved_fp32, eps);
 }
 
@@ -364,10 +375,11 @@ static void bench(const char *name, int B, int T, int L, int dk, int dv, double 
     const bool tc = tc_path(L);
     double tf = median_us([&] { CHECK_OP(gpu_fwd(g, eps, false)); });
     double tt = tc ? median_us([&] { CHECK_OP(gpu_fwd(g, eps, true)); }) : 0;
-    double tb = median_us([&] { CHECK_OP(gpu_bwd(g, eps)); });
+    double tb = median_us([&] { CHECK_OP(gpu_bwd(g, eps, false)); });
+    double tbt = tc ? median_us([&] { CHECK_OP(gpu_bwd(g, eps, true)); }) : 0;
     double ta = median_us([&] { /* the model's pair */
         CHECK_OP(gpu_fwd(g, eps, true));
-        CHECK_OP(gpu_bwd(g, eps));
+        CHECK_OP(gpu_bwd(g, eps, true));
     });
     double ff = flops_fwd(B, T, L, dk, dv), fb = flops_bwd(B, T, L, dk, dv);
     double bf = bytes_fwd(B, T, L, dk, dv), bb = bytes_bwd(B, T, L, dk, dv);
@@ -381,7 +393,11 @@ static void bench(const char *name, int B, int T, int L, int dk, int dv, double 
         line("fwd 3xtf32", tt, ff, bf);
         printf("            tensor cores: %.2fx the fp32 forward\n", tf / tt);
     }
-    line("backward", tb, fb, bb);
+    line("bwd fp32", tb, fb, bb);
+    if (tc) {
+        line("bwd 3xtf32", tbt, fb, bb);
+        printf("            tensor cores: %.2fx the fp32 backward\n", tb / tbt);
+    }
     line("fwd+bwd", ta, ff + fb, bf + bb);
     printf("\n");
     gpu_free(g);
@@ -399,7 +415,8 @@ int main(int argc, char **argv) {
         inputs x = make_inputs(128, 4096, D, D);
         gpu_run g = gpu_alloc(x, 64);
         CHECK_OP(gpu_fwd(g, eps, true));
-        CHECK_OP(gpu_bwd(g, eps));
+        CHECK_OP(gpu_bwd(g, eps, true));
+        CHECK_OP(gpu_bwd(g, eps, false)); /* the CUDA-core backward, to compare */
         CHECK_CUDA(cudaDeviceSynchronize());
         gpu_free(g);
         return 0;
