@@ -17,11 +17,14 @@
  *   1. bwd_local   <<<(nch-1, B)>>>   chunk c's own part of the gradient of its entering state,
  *                                     Q^T diag(alpha) dnum and sum_j alpha_j dden_j q_j
  *   2. state_scan  (reverse)          G_c = ae_c G_{c+1} + local_c
- *   3. bwd_chunk   <<<(nch, B)>>>     every gradient of chunk c given G_{c+1} and S_c
+ *   3. bwd_chunk   <<<(nch, B)>>>     every gradient of chunk c given G_{c+1} and S_c (its eight
+ *                                     products on tensor cores in 3xTF32 for L in 33 .. 64, the
+ *                                     bwd_tc tiling; kern_cuda_mlstm_bwd_fp32 keeps bwd_fp32's)
  *   4. mpath_scan  <<<B, 256>>>       the path through m_t (via eps), a reverse linear scan
- * Inside a chunk all products are small smem matrix products on 256 threads (16 x 16, each thread
- * a register tile of rows ty + 16 i, cols tx + 16 j); smem rows are padded to an odd stride so that
- * both plain and transposed reads are free of bank conflicts. */
+ * Inside a chunk all products are small smem matrix products on 256 threads: on CUDA cores 16 x 16
+ * threads, each a register tile of rows ty + 16 i, cols tx + 16 j, smem rows padded to an odd
+ * stride so that both plain and transposed reads are free of bank conflicts; on tensor cores the
+ * fragment layouts of wmma (forward) or mma.sync (backward, over swizzled tiles). */
 #include "cuda_internal.cuh"
 
 #include <mma.h>
