@@ -25,8 +25,9 @@ echo "== ASan + UBSan build and tests"
 # tests, and running them twice would take CI past 20 minutes on 2 cores. XD_ASAN_ALL=1 runs them.
 exclude='^(pipeline_cli|cluster_cli)$'
 [ "${XD_ASAN_ALL:-0}" = 1 ] && exclude='^$'
-# The sanitizers instrument C only (nvcc's host code is not), so this build leaves CUDA out: the
-# CUDA code was compiled, and its host emulator run, in the build above.
+# The sanitizers instrument C and the C++ test tools (nvcc's host code is not), so this build
+# leaves CUDA out: the CUDA code was compiled, and the SWA kernels' host emulator run, in the build
+# above; the mLSTM kernels' emulator (emu_cuda_mlstm, plain C++) runs here again, sanitized.
 XD_BUILD_DIR=build-asan bash deploy/build.sh -DXD_SANITIZE=ON -DXD_CUDA=OFF
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --output-on-failure -j"$jobs" -E "$exclude")

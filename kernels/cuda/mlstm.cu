@@ -25,9 +25,13 @@
  * threads, each a register tile of rows ty + 16 i, cols tx + 16 j, smem rows padded to an odd
  * stride so that both plain and transposed reads are free of bank conflicts; on tensor cores the
  * fragment layouts of wmma (forward) or mma.sync (backward, over swizzled tiles). */
-#include "cuda_internal.cuh"
+#include "cuda_internal.cuh" /* tests/cuda/emu_cuda_mlstm.cpp defines its guard and its own */
 
+#ifndef XD_MLSTM_EMU
 #include <mma.h>
+/* a block's dynamic shared memory (the emulator gives each block a buffer of its own) */
+#define MLSTM_DYNAMIC_SMEM(name) extern __shared__ __align__(128) float name[]
+#endif
 #include <type_traits>
 
 #define MLSTM_THREADS 256
@@ -288,7 +292,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     mlstm_fwd_local_kernel(float *saved, float *decay, const float *k, const float *v, const float *itilde,
                            const float *logf, int T, int L, int nch, size_t sl) {
     constexpr int DP = D + 1, TD = D / 16;
-    extern __shared__ float sm[];
+    MLSTM_DYNAMIC_SMEM(sm);
     float *sK = sm, *sV = sK + LM * DP, *s_it = sV + LM * DP, *s_lf = s_it + LM, *s_m = s_lf + LM,
           *s_u = s_m + LM;
     const int c = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
@@ -384,7 +388,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     mlstm_fwd_chunk_kernel(float *h, float *saved, const float *q, const float *k, const float *v,
                            const float *itilde, const float *logf, int T, int L, size_t sl, float eps) {
     constexpr int DP = D + 1, LP = LM + 1, TL = LM / 16, TD = D / 16;
-    extern __shared__ float sm[];
+    MLSTM_DYNAMIC_SMEM(sm);
     float *sQ = sm, *sK = sQ + LM * DP, *sV = sK + LM * DP, *sP = sV + LM * DP, *sC = sP + LM * LP,
           *sn = sC + D * DP, *s_it = sn + D, *s_lf = s_it + LM, *s_m = s_lf + LM, *s_al = s_m + LM,
           *s_den = s_al + LM;
@@ -477,10 +481,14 @@ static __device__ __forceinline__ void tf32_hilo(float x, uint32_t &hi, uint32_t
 }
 /* d += a b on mma.sync m16n8k8 TF32, fp32 accumulation (the PTX ISA's fragment layouts) */
 static __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#ifdef XD_MLSTM_EMU
+    emu_mma_m16n8k8_tf32(d, a, b);
+#else
     asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
                  "{%0, %1, %2, %3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }
 
 /* The same chunk on tensor cores (D = LM = 64, the model's case): the three products Q K^T, P V
@@ -518,7 +526,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     using frag_br = wm::fragment<wm::matrix_b, 16, 16, 8, wm::precision::tf32, wm::row_major>;
     using frag_bc = wm::fragment<wm::matrix_b, 16, 16, 8, wm::precision::tf32, wm::col_major>;
     using frag_c = wm::fragment<wm::accumulator, 16, 16, 8, float>;
-    extern __shared__ __align__(128) float sm_tc[];
+    MLSTM_DYNAMIC_SMEM(sm_tc);
     float *sQ = sm_tc + lay::oQ, *sK = sm_tc + lay::oK, *sV = sm_tc + lay::oV, *sC = sm_tc + lay::oC,
           *sP = sm_tc + lay::oP, *sA = sm_tc + lay::oA, *sn = sm_tc + lay::on, *s_it = sm_tc + lay::oit,
           *s_lf = sm_tc + lay::olf, *s_m = sm_tc + lay::om, *s_al = sm_tc + lay::oal, *s_den = sm_tc + lay::oden;
@@ -638,7 +646,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS)
     mlstm_bwd_local_kernel(float *ws, const float *q, const float *h, const float *dh, const float *saved,
                            const float *logf, int T, int L, size_t sl, float eps) {
     constexpr int DP = D + 1, TD = D / 16;
-    extern __shared__ float sm[];
+    MLSTM_DYNAMIC_SMEM(sm);
     float *sQ = sm, *sDn = sQ + LM * DP, *s_lf = sDn + LM * DP, *s_m = s_lf + LM, *s_al = s_m + LM,
           *s_ad = s_al + LM;
     const int c = blockIdx.x + 1, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -797,7 +805,7 @@ __global__ void __launch_bounds__(MLSTM_THREADS, 2)
     using ixl = typename TI::ixl; /* [LM][LM] tiles */
     constexpr int RT = TI::RT, CL = TI::CL, CD = TI::CD, NW = MLSTM_THREADS / 32;
     static_assert(TI::szl <= TI::szd, "dS [LM][LM] reuses V's [LM][D]");
-    extern __shared__ float sm[];
+    MLSTM_DYNAMIC_SMEM(sm);
     /* six big buffers (two blocks per SM): V's holds dS once V is dead, E's holds C_in */
     float *sQ = sm, *sK = sQ + TI::szd, *sV = sK + TI::szd, *sDn = sV + TI::szd, *sW = sDn + TI::szd,
           *sE = sW + TI::szl, *se = sE + TI::sze, *sn = se + D, *s_it = sn + D, *sG = sV,
@@ -1105,13 +1113,26 @@ static int mlstm_fail(const char *what) {
     return -1;
 }
 
-/* Opts a kernel into the dynamic smem it needs (above 48 KiB); checks it against the device. */
-template <typename K> static int mlstm_smem(K kernel, size_t bytes) {
-    int dev, optin;
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (bytes > (size_t)optin) return mlstm_fail("this chunk length and width need more shared memory than the device has");
-    CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+/* Launches kernel over grid, MLSTM_THREADS threads a block, with smem bytes of dynamic shared
+ * memory (opted into, as above 48 KiB needs, and checked against the device first). Under
+ * XD_MLSTM_EMU the blocks run on the host (tests/cuda/emu_cuda_mlstm.cpp). */
+template <typename... P, typename... A>
+static int mlstm_launch(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream_t s, A... args) {
+    if (smem > 0) {
+        int dev, optin;
+        CUDA_TRY(cudaGetDevice(&dev));
+        CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        if (smem > (size_t)optin)
+            return mlstm_fail("this chunk length and width need more shared memory than the device has");
+        CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    }
+#ifdef XD_MLSTM_EMU
+    (void)s;
+    emu_launch(grid.x, grid.y, MLSTM_THREADS, smem, [&] { kernel(args...); });
+#else
+    kernel<<<grid, MLSTM_THREADS, smem, s>>>(args...);
+#endif
+    CUDA_TRY(cudaGetLastError());
     return 0;
 }
 
@@ -1122,37 +1143,20 @@ static int mlstm_fwd_impl(float *h, float *saved, const float *q, const float *k
     const int nch = (int)mlstm_nch(T, L), ssz = D * D + D;
     const size_t sl = mlstm_seq_saved(T, L, D, D);
     float *decay = saved + (size_t)B * sl;
-    mlstm_max_scan_kernel<<<B, MLSTM_THREADS, 0, s>>>(saved, itilde, logf, T, sl);
-    CUDA_TRY(cudaGetLastError());
-    if (nch > 1) {
-        size_t sm = fwd_local_smem<D>(LM);
-        if (mlstm_smem(mlstm_fwd_local_kernel<D, LM>, sm)) return -1;
-        mlstm_fwd_local_kernel<D, LM><<<dim3(nch - 1, B), MLSTM_THREADS, sm, s>>>(saved, decay, k, v, itilde, logf,
-                                                                                 T, L, nch, sl);
-        CUDA_TRY(cudaGetLastError());
-    }
-    if (nch > 2) {
-        mlstm_state_scan_kernel<<<dim3((ssz + 255) / 256, B), 256, 0, s>>>(saved + 2 * (size_t)T, sl, decay, nch,
-                                                                           ssz, 1);
-        CUDA_TRY(cudaGetLastError());
-    }
-    if constexpr (D == 64 && LM == 64) {
-        if (tc) {
-            size_t sm = fwd_chunk_tc_smem<D, LM>();
-            if (mlstm_smem(mlstm_fwd_chunk_tc_kernel<D, LM>, sm)) return -1;
-            mlstm_fwd_chunk_tc_kernel<D, LM><<<dim3(nch, B), MLSTM_THREADS, sm, s>>>(h, saved, q, k, v, itilde, logf,
-                                                                                    T, L, sl, eps);
-            CUDA_TRY(cudaGetLastError());
-            return 0;
-        }
-    }
+    if (mlstm_launch(mlstm_max_scan_kernel, dim3(B), 0, s, saved, itilde, logf, T, sl)) return -1;
+    if (nch > 1 && mlstm_launch(mlstm_fwd_local_kernel<D, LM>, dim3(nch - 1, B), fwd_local_smem<D>(LM), s, saved,
+                                decay, k, v, itilde, logf, T, L, nch, sl))
+        return -1;
+    if (nch > 2 && mlstm_launch(mlstm_state_scan_kernel, dim3((ssz + 255) / 256, B), 0, s, saved + 2 * (size_t)T, sl,
+                                decay, nch, ssz, 1))
+        return -1;
+    if constexpr (D == 64 && LM == 64)
+        if (tc)
+            return mlstm_launch(mlstm_fwd_chunk_tc_kernel<D, LM>, dim3(nch, B), fwd_chunk_tc_smem<D, LM>(), s, h, saved,
+                                q, k, v, itilde, logf, T, L, sl, eps);
     (void)tc;
-    size_t sm = fwd_chunk_smem<D>(LM);
-    if (mlstm_smem(mlstm_fwd_chunk_kernel<D, LM>, sm)) return -1;
-    mlstm_fwd_chunk_kernel<D, LM><<<dim3(nch, B), MLSTM_THREADS, sm, s>>>(h, saved, q, k, v, itilde, logf, T, L, sl,
-                                                                         eps);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    return mlstm_launch(mlstm_fwd_chunk_kernel<D, LM>, dim3(nch, B), fwd_chunk_smem<D>(LM), s, h, saved, q, k, v,
+                        itilde, logf, T, L, sl, eps);
 }
 
 /* The backward's chunk kernel with tiling TI */
@@ -1161,13 +1165,8 @@ static int mlstm_bwd_chunks(float *gq, float *gk, float *gv, float *git, float *
                             const float *h, const float *saved, const float *q, const float *k, const float *v,
                             const float *itilde, const float *logf, int B, int T, int L, int nch, size_t sl, float eps,
                             cudaStream_t s) {
-    size_t sm = bwd_chunk_smem<D, LM, TI>();
-    if (mlstm_smem(mlstm_bwd_chunk_kernel<D, LM, TI>, sm)) return -1;
-    mlstm_bwd_chunk_kernel<D, LM, TI><<<dim3(nch, B), MLSTM_THREADS, sm, s>>>(gq, gk, gv, git, glf, ws, q, k, v,
-                                                                             itilde, logf, h, dh, saved, T, L, nch,
-                                                                             sl, eps);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    return mlstm_launch(mlstm_bwd_chunk_kernel<D, LM, TI>, dim3(nch, B), bwd_chunk_smem<D, LM, TI>(), s, gq, gk, gv,
+                        git, glf, ws, q, k, v, itilde, logf, h, dh, saved, T, L, nch, sl, eps);
 }
 
 /* tc: the chunk kernel's products on tensor cores where built (D = LM = 64), else on CUDA cores */
@@ -1179,18 +1178,12 @@ static int mlstm_bwd_impl(float *gq, float *gk, float *gv, float *git, float *gl
     const int nch = (int)mlstm_nch(T, L), ssz = D * D + D;
     const size_t sl = mlstm_seq_saved(T, L, D, D);
     const float *decay = saved + (size_t)B * sl;
-    if (nch > 1) {
-        size_t sm = bwd_local_smem<D>(LM);
-        if (mlstm_smem(mlstm_bwd_local_kernel<D, LM>, sm)) return -1;
-        mlstm_bwd_local_kernel<D, LM><<<dim3(nch - 1, B), MLSTM_THREADS, sm, s>>>(ws, q, h, dh, saved, logf, T, L, sl,
-                                                                                 eps);
-        CUDA_TRY(cudaGetLastError());
-    }
-    if (nch > 2) {
-        mlstm_state_scan_kernel<<<dim3((ssz + 255) / 256, B), 256, 0, s>>>(ws, (size_t)(nch - 1) * ssz, decay, nch,
-                                                                           ssz, -1);
-        CUDA_TRY(cudaGetLastError());
-    }
+    if (nch > 1 && mlstm_launch(mlstm_bwd_local_kernel<D, LM>, dim3(nch - 1, B), bwd_local_smem<D>(LM), s, ws, q, h,
+                                dh, saved, logf, T, L, sl, eps))
+        return -1;
+    if (nch > 2 && mlstm_launch(mlstm_state_scan_kernel, dim3((ssz + 255) / 256, B), 0, s, ws, (size_t)(nch - 1) * ssz,
+                                decay, nch, ssz, -1))
+        return -1;
     int rc;
     if constexpr (D == 64 && LM == 64)
         rc = tc ? mlstm_bwd_chunks<D, LM, bwd_tc<D, LM>>(gq, gk, gv, git, glf, ws, dh, h, saved, q, k, v, itilde, logf,
@@ -1202,9 +1195,7 @@ static int mlstm_bwd_impl(float *gq, float *gk, float *gv, float *git, float *gl
                                                        T, L, nch, sl, eps, s);
     if (rc) return -1;
     const float *mterm = ws + (size_t)B * (nch - 1) * ssz;
-    mlstm_mpath_scan_kernel<<<B, MLSTM_THREADS, 0, s>>>(git, glf, mterm, saved, itilde, logf, T, sl);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    return mlstm_launch(mlstm_mpath_scan_kernel, dim3(B), 0, s, git, glf, mterm, saved, itilde, logf, T, sl);
 }
 
 static int mlstm_check(int B, int T, int L, int dk, int dv) {

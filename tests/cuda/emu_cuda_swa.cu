@@ -7,6 +7,8 @@
  * tests/cuda/bench_cuda_swa checks those on the GPU.
  *     build/tests/emu_cuda_swa [seed] */
 #include "kernels/cuda/cuda_ops.h"
+#include "bench_host.h"
+#include "emu_fibers.h"
 extern "C" { /* the CPU reference is C */
 #include "kernels/kernels.h"
 }
@@ -17,59 +19,15 @@ extern "C" { /* the CPU reference is C */
 #include <stdlib.h>
 #include <string.h>
 #include <functional>
-#include <ucontext.h>
 #include <time.h>
 #include <vector>
 
-/* CUDA threads as fibers (ucontext) on one host thread, switched at barriers only: OS threads
- * would spend minutes in futex wake-ups at one barrier per shuffle. */
 #define EMU_THREADS 128 /* SWA_THREADS, checked below */
-struct emu_fiber {
-    ucontext_t ctx;
-    bool done;
-};
-static ucontext_t emu_main;
-static emu_fiber emu_fibers[EMU_THREADS];
-static int emu_tid_now, emu_lane, emu_wid;
-static unsigned long emu_progress; /* barrier arrivals and finished fibers: a round without any is a deadlock */
-
-struct emu_barrier {
-    int n, count = 0;
-    unsigned gen = 0;
-    explicit emu_barrier(int n_) : n(n_) {}
-    void wait() {
-        unsigned mine = gen;
-        emu_progress++;
-        if (++count == n) {
-            count = 0, gen++;
-            return;
-        }
-        while (gen == mine) swapcontext(&emu_fibers[emu_tid_now].ctx, &emu_main);
-    }
-};
-struct emu_warp {
-    emu_barrier bar{32};
-    float f[32];
-    uint32_t a[32][4], b[32][2];
-    const kern_bf16 *rows[32];
-};
-struct emu_block {
-    emu_barrier bar{EMU_THREADS};
-    emu_warp warps[EMU_THREADS / 32];
-};
-static emu_block *emu_blk;
 
 #define SWA_FN static inline
 #define SWA_UNROLL
-static inline void swa_sync(void) { emu_blk->bar.wait(); }
-static inline float swa_shfl_xor(float v, int o) {
-    emu_warp &w = emu_blk->warps[emu_wid];
-    w.f[emu_lane] = v;
-    w.bar.wait();
-    float r = w.f[emu_lane ^ o];
-    w.bar.wait();
-    return r;
-}
+static inline void swa_sync(void) { emu_syncthreads(); }
+static inline float swa_shfl_xor(float v, int o) { return emu_shfl(v, emu_lane ^ o); }
 static inline float bf16_half(uint32_t word, int half) { return xd_bf16_to_f32((uint16_t)(word >> (16 * half))); }
 /* mma.m16n8k16 row.col: A element (r, k) and B element (k, n) found by inverting the PTX fragment
  * maps (A: a0..a7 in 4 words, rows g / g+8, columns 2tq, +1, +8, +9; B: b0..b3 in 2 words, column g) */
@@ -102,8 +60,9 @@ static inline void emu_ldsm(uint32_t r[4], const kern_bf16 *p, bool trans) {
     int g = emu_lane / 4, tq = emu_lane % 4;
     for (int i = 0; i < 4; i++) {
         kern_bf16 lo, hi;
-        if (!trans) lo = w.rows[8 * i + g][2 * tq], hi = w.rows[8 * i + g][2 * tq + 1];
-        else lo = w.rows[8 * i + 2 * tq][g], hi = w.rows[8 * i + 2 * tq + 1][g];
+        const kern_bf16 *const *rows = (const kern_bf16 *const *)w.rows;
+        if (!trans) lo = rows[8 * i + g][2 * tq], hi = rows[8 * i + g][2 * tq + 1];
+        else lo = rows[8 * i + 2 * tq][g], hi = rows[8 * i + 2 * tq + 1][g];
         r[i] = (uint32_t)lo | (uint32_t)hi << 16;
     }
     w.bar.wait();
@@ -137,53 +96,15 @@ static inline void swa_st16(kern_bf16 *p, const uint32_t w[4]) {
 #include "kernels/cuda/swa_body.cuh"
 static_assert(EMU_THREADS == SWA_THREADS, "one fiber per CUDA thread");
 
-/* Runs body over the grid, one block at a time, its threads as fibers taking turns. Shared memory
- * starts as 0xff bytes (bf16 NaN), so a read of a slot no thread wrote poisons the result. */
-static std::function<void(swa_ctx)> emu_body;
-static swa_ctx emu_block_ctx;
-static void emu_entry(void) {
-    swa_ctx c = emu_block_ctx;
-    c.tid = emu_tid_now;
-    emu_body(c);
-    emu_fibers[c.tid].done = true;
-    emu_progress++;
-} /* returns to uc_link = emu_main */
-
+/* Runs body over the grid (emu_fibers.h), its threads as fibers taking turns. Shared memory
+ * starts as 0xff bytes (bf16 NaN) in every block, so a read of a slot no thread wrote poisons
+ * the result. */
 template <typename F> static void emu_launch(int gx, int gy, int gz, size_t smem, F body) {
-    static std::vector<char> stacks((size_t)EMU_THREADS << 18); /* 256 KiB each */
     size_t bytes = (smem + 15) / 16 * 16 + 16;
     unsigned char *buf = (unsigned char *)aligned_alloc(16, bytes);
-    emu_body = body;
-    for (int bz = 0; bz < gz; bz++)
-        for (int by = 0; by < gy; by++)
-            for (int bx = 0; bx < gx; bx++) {
-                memset(buf, 0xff, bytes);
-                emu_block blk;
-                emu_blk = &blk;
-                emu_block_ctx = swa_ctx{0, bx, by, bz, buf};
-                for (int t = 0; t < EMU_THREADS; t++) {
-                    emu_fiber &f = emu_fibers[t];
-                    getcontext(&f.ctx);
-                    f.ctx.uc_stack.ss_sp = stacks.data() + ((size_t)t << 18);
-                    f.ctx.uc_stack.ss_size = (size_t)1 << 18;
-                    f.ctx.uc_link = &emu_main;
-                    makecontext(&f.ctx, emu_entry, 0);
-                    f.done = false;
-                }
-                for (int left = EMU_THREADS; left > 0;) {
-                    unsigned long before = emu_progress;
-                    for (int t = 0; t < EMU_THREADS; t++) {
-                        if (emu_fibers[t].done) continue;
-                        emu_tid_now = t, emu_lane = t % 32, emu_wid = t / 32;
-                        swapcontext(&emu_main, &emu_fibers[t].ctx);
-                        left -= emu_fibers[t].done;
-                    }
-                    if (left > 0 && emu_progress == before) {
-                        fprintf(stderr, "emu: block (%d, %d, %d) deadlocked at a barrier\n", bx, by, bz);
-                        exit(2);
-                    }
-                }
-            }
+    emu_grid(
+        gx, gy, gz, EMU_THREADS, [&] { body(swa_ctx{emu_tid_now, emu_bx, emu_by, emu_bz, buf}); },
+        [&] { memset(buf, 0xff, bytes); });
     free(buf);
 }
 
@@ -239,21 +160,6 @@ static int check_tiles(void) {
 
 /* ---- the kernels against the CPU reference ---- */
 
-static uint64_t rng_state;
-static float frand(void) { /* xorshift, uniform in [-1, 1) */
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
-}
-static std::vector<uint16_t> random_bf16(size_t n, float scale) {
-    std::vector<uint16_t> v(n);
-    for (auto &x : v) x = xd_f32_to_bf16(scale * frand());
-    return v;
-}
-static std::vector<float> widen(const std::vector<uint16_t> &v) {
-    std::vector<float> w(v.size());
-    for (size_t i = 0; i < v.size(); i++) w[i] = xd_bf16_to_f32(v[i]);
-    return w;
-}
 /* max |got - want| / max |want|, the denominator at least 1e-3: where the exact gradient is 0
  * (one key per query: T = 1, W = 1 with S = 0) both sides are rounding noise. NaN anywhere (an
  * unwritten output, a poisoned read) is infinite. */
@@ -334,9 +240,7 @@ template <int D> static void run_case(const swa_shape &s, bool simple) {
 }
 
 int main(int argc, char **argv) {
-    rng_state = argc > 1 ? strtoull(argv[1], NULL, 10) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
-    if (!rng_state) rng_state = 1;
-    printf("seed %llu\n", (unsigned long long)rng_state);
+    printf("seed %llu\n", (unsigned long long)bench_seed(argc, argv));
     if (check_tiles()) return 1;
     const swa_shape shapes[] = {
         {1, 1, 2, 1, 64, 4, 0},            /* one token */
