@@ -6,9 +6,13 @@
 
 #include "cuda_ops.h"
 
+/* XD_CUDA_EMU: compiled by the host C++ compiler for tests/cuda/emu_cuda_mlstm.cpp, which defines
+ * the CUDA runtime and built-ins used here; the bf16 and cuBLAS parts are left out */
+#ifndef XD_CUDA_EMU
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#endif
 
 #include <math.h>
 #include <stdio.h>
@@ -35,6 +39,7 @@ extern char kern_cuda_error_text[512];
         }                                                                                         \
     } while (0)
 
+#ifndef XD_CUDA_EMU
 static __device__ __forceinline__ float bf(kern_bf16 h) {
     return __uint_as_float((uint32_t)h << 16);
 }
@@ -42,6 +47,7 @@ static __device__ __forceinline__ kern_bf16 to_bf(float f) {
     __nv_bfloat16 b = __float2bfloat16_rn(f);
     return *reinterpret_cast<kern_bf16 *>(&b);
 }
+#endif
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -25,9 +25,9 @@
  * threads, each a register tile of rows ty + 16 i, cols tx + 16 j, smem rows padded to an odd
  * stride so that both plain and transposed reads are free of bank conflicts; on tensor cores the
  * fragment layouts of wmma (forward) or mma.sync (backward, over swizzled tiles). */
-#include "cuda_internal.cuh" /* tests/cuda/emu_cuda_mlstm.cpp defines its guard and its own */
+#include "cuda_internal.cuh"
 
-#ifndef XD_MLSTM_EMU
+#ifndef XD_CUDA_EMU
 #include <mma.h>
 /* a block's dynamic shared memory (the emulator gives each block a buffer of its own) */
 #define MLSTM_DYNAMIC_SMEM(name) extern __shared__ __align__(128) float name[]
@@ -481,7 +481,7 @@ static __device__ __forceinline__ void tf32_hilo(float x, uint32_t &hi, uint32_t
 }
 /* d += a b on mma.sync m16n8k8 TF32, fp32 accumulation (the PTX ISA's fragment layouts) */
 static __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-#ifdef XD_MLSTM_EMU
+#ifdef XD_CUDA_EMU
     emu_mma_m16n8k8_tf32(d, a, b);
 #else
     asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -1115,7 +1115,7 @@ static int mlstm_fail(const char *what) {
 
 /* Launches kernel over grid, MLSTM_THREADS threads a block, with smem bytes of dynamic shared
  * memory (opted into, as above 48 KiB needs, and checked against the device first). Under
- * XD_MLSTM_EMU the blocks run on the host (tests/cuda/emu_cuda_mlstm.cpp). */
+ * XD_CUDA_EMU the blocks run on the host (tests/cuda/emu_cuda_mlstm.cpp). */
 template <typename... P, typename... A>
 static int mlstm_launch(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream_t s, A... args) {
     if (smem > 0) {
@@ -1126,7 +1126,7 @@ static int mlstm_launch(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream
             return mlstm_fail("this chunk length and width need more shared memory than the device has");
         CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     }
-#ifdef XD_MLSTM_EMU
+#ifdef XD_CUDA_EMU
     (void)s;
     emu_launch(grid.x, grid.y, MLSTM_THREADS, smem, [&] { kernel(args...); });
 #else

@@ -25,13 +25,6 @@
             exit(2);                                                                              \
         }                                                                                         \
     } while (0)
-#define CHECK_OP(call)                                                                            \
-    do {                                                                                          \
-        if ((call) != 0) {                                                                        \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, kern_cuda_last_error());          \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
 
 template <typename T> static T *to_device(const std::vector<T> &h) {
     T *d;

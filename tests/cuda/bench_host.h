@@ -3,15 +3,26 @@
 #ifndef XD_BENCH_HOST_H
 #define XD_BENCH_HOST_H
 
+#include "kernels/cuda/cuda_ops.h"
 extern "C" { /* bf16 conversions */
 #include "common/xd.h"
 }
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <vector>
+
+/* a kernels/cuda call that failed stops the harness with its message */
+#define CHECK_OP(call)                                                                            \
+    do {                                                                                          \
+        if ((call) != 0) {                                                                        \
+            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, kern_cuda_last_error());          \
+            exit(2);                                                                              \
+        }                                                                                         \
+    } while (0)
 
 /* The harness's random numbers: xorshift from the seed given on the command line (else the
  * clock), printed so a failing run can be repeated. */

@@ -27,8 +27,7 @@
 
 /* ---- the CUDA that kernels/cuda/mlstm.cu uses ---- */
 
-#define XD_MLSTM_EMU 1
-#define XD_CUDA_INTERNAL_CUH 1 /* its parts that mlstm.cu uses are below */
+#define XD_CUDA_EMU 1 /* in mlstm.cu and cuda_internal.cuh: the emulated build */
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -84,22 +83,9 @@ template <typename K> static inline cudaError_t cudaFuncSetAttribute(K, cudaFunc
 static inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 static inline const char *cudaGetErrorString(cudaError_t) { return "emulated CUDA error"; }
 
-/* cuda_internal.cuh's parts */
+/* the message behind kern_cuda_last_error (cuda_ops.cu's, on the GPU) */
 char kern_cuda_error_text[512];
 extern "C" const char *kern_cuda_last_error(void) { return kern_cuda_error_text; }
-#define CUDA_TRY(call)                                                                            \
-    do {                                                                                          \
-        cudaError_t err_ = (call);                                                                \
-        if (err_ != cudaSuccess) {                                                                \
-            snprintf(kern_cuda_error_text, sizeof kern_cuda_error_text, "%s:%d: %s: %s", __FILE__, \
-                     __LINE__, #call, cudaGetErrorString(err_));                                  \
-            return -1;                                                                            \
-        }                                                                                         \
-    } while (0)
-static inline float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* a TF32 operand as the tensor core reads it */
 static inline float emu_tf32(float x) { return __uint_as_float(__float_as_uint(x) & 0xffffe000u); }
@@ -234,13 +220,6 @@ template <typename F> static void emu_launch(unsigned gx, unsigned gy, int nthre
 
 /* ---- device memory for mlstm_cases.h: the host's ---- */
 
-#define CHECK_OP(call)                                                                            \
-    do {                                                                                          \
-        if ((call) != 0) {                                                                        \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, kern_cuda_last_error());          \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
 static float *dev_nan(size_t bytes) {
     float *d = (float *)malloc(std::max<size_t>(bytes, 4));
     if (!d) abort();
