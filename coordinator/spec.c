@@ -64,11 +64,15 @@ struct coord_spec {
         {"weight_decay", KEY_NUMBER}, {"grad_clip", KEY_NUMBER}, {"beta1", KEY_NUMBER},            \
         {"beta2", KEY_NUMBER}, {"eps", KEY_NUMBER}, {"seed", KEY_INT},                             \
         {"checkpoint_every", KEY_INT}, {"keep_checkpoints", KEY_INT}
-static const key_def student_keys[] = {{"window", KEY_INT}, {"sinks", KEY_INT}, {"chunk", KEY_INT}};
+static const key_def student_keys[] = {{"window", KEY_INT},         {"sinks", KEY_INT},
+                                       {"chunk", KEY_INT},          {"mlstm_eps", KEY_NUMBER},
+                                       {"forget_bias", KEY_STRING}, {"output_bias", KEY_NUMBER}};
 static const key_def align_keys[] = {TRAIN_KEYS, {"layer_blocks", KEY_INT}, {"num_layers", KEY_INT}};
 static const key_def distill_keys[] = {TRAIN_KEYS, {"topk", KEY_INT}, {"ce_weight", KEY_NUMBER},
                                        {"kl_weight", KEY_NUMBER}};
-static const key_def eval_keys[] = {{"seq_len", KEY_INT}, {"max_tokens", KEY_INT}, {"tasks", KEY_PATHS}};
+static const key_def eval_keys[] = {{"seq_len", KEY_INT},     {"max_tokens", KEY_INT},     {"tasks", KEY_PATHS},
+                                    {"general", KEY_PATHS},   {"passkey", KEY_STRING},     {"passkey_samples", KEY_INT},
+                                    {"seed", KEY_INT},        {"window_only", KEY_STRING}, {"score", KEY_STRING}};
 static const char *const coordinator_keys[] = {"teacher", "student", "out", "data", "experts", "layers"};
 static const key_def top_keys[] = {
     {"name", KEY_STRING},    {"teacher", KEY_STRING}, {"student", KEY_STRING},       {"domains", KEY_STRING},

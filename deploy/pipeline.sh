@@ -27,11 +27,19 @@ say() { printf '\n== %s\n' "$*"; }
 say "corpora (deploy/corpora.sh: four domains from Debian packages and the teacher's own replies)"
 bash deploy/corpora.sh "$corpus" --max-mb "${XD_CORPUS_MB:-1}" --chat-prompts "${XD_CHAT_PROMPTS:-24}"
 
+say "held-out general text for the eval (deploy/general-text.sh: The Debian Administrator's Handbook)"
+bash deploy/general-text.sh "$(pwd)/data/general"
+
 say "prepare: token shards per domain"
 for d in "${domains[@]}"; do
   [ -f "$run/shards/$d/manifest.json" ] || "$xtrain" prepare --tokenizer "$teacher" --out "$run/shards/$d" \
     --domain "$d" --val-fraction 0.1 "$corpus/$d"
 done
+[ -f "$run/shards/general/manifest.json" ] || "$xtrain" prepare --tokenizer "$teacher" --out "$run/shards/general" \
+  --domain general --val-fraction 0.5 "$(pwd)/data/general"
+# The eval's windows reach 4 windows past position 0, so perplexity past the window is measured;
+# the pass key runs at 2, 4 and 8 windows (at least 256 tokens).
+eval_seq=$(( 4 * ${XD_WINDOW:-64} > seq ? 4 * ${XD_WINDOW:-64} : seq ))
 
 if [ "${XD_LOCAL:-0}" != 1 ]; then
   # On a local cluster: xcoord and two CPU workers (deploy/cluster.sh), the pipeline submitted as a
@@ -52,7 +60,8 @@ if [ "${XD_LOCAL:-0}" != 1 ]; then
     printf 'align: {layer_blocks: 2, steps: %s, seq_len: %s, batch: %s, warmup: 4}\n' "${XD_ALIGN_STEPS:-40}" "$seq" "$batch"
     printf 'distill: {steps: %s, seq_len: %s, batch: %s, lr: 1e-4, warmup: 2}\n' "${XD_DISTILL_STEPS:-12}" "$seq" "$batch"
     printf 'final_distill: {steps: %s, seq_len: %s, batch: %s, lr: 5e-5, warmup: 2}\n' "${XD_FINAL_STEPS:-6}" "$seq" "$batch"
-    printf 'eval: {seq_len: %s, max_tokens: 1024, tasks: [%s]}\n' "$seq" "$(pwd)/deploy/tasks/general.jsonl"
+    printf 'eval: {seq_len: %s, max_tokens: 1024, passkey_samples: 4, general: [%s], tasks: [%s]}\n' "$eval_seq" \
+      "$run/shards/general" "$(pwd)/deploy/tasks/general.jsonl"
   } > "$run/spec.yaml"
   id=$(build/xctl/xctl submit "$run/spec.yaml")
   say "run $id submitted: xctl status $id, xctl logs $id/JOB; waiting"
@@ -97,10 +106,10 @@ say "final distill: the merged student on the mixture"
 { common; printf 'student: %s\nout: %s\nsteps: %s\nlr: 5e-5\nwarmup: 2\ndata:\n' "$run/merged" "$run/final" "${XD_FINAL_STEPS:-6}"; mixture; } > "$run/final.yaml"
 [ -f "$run/final/DONE" ] || "$xtrain" distill --config "$run/final.yaml"
 
-say "eval: teacher and student on held-out text per domain and multiple-choice questions"
-{ printf 'teacher: %s\nstudent: %s\nout: %s\nseq_len: %s\nmax_tokens: 1024\ndata:\n' "$teacher" "$run/final/model" \
-    "$run/report.json" "$seq"; for d in "${domains[@]}"; do printf '  - %s\n' "$run/shards/$d"; done
-  printf 'tasks: [%s]\n' "$(pwd)/deploy/tasks/general.jsonl"; } > "$run/eval.yaml"
+say "eval: teacher, student and window-only student on general text, in-domain text, the pass key, questions"
+{ printf 'teacher: %s\nstudent: %s\nout: %s\nseq_len: %s\nmax_tokens: 1024\npasskey_samples: 4\ndata:\n' "$teacher" \
+    "$run/final/model" "$run/report.json" "$eval_seq"; for d in "${domains[@]}"; do printf '  - %s\n' "$run/shards/$d"; done
+  printf 'general: [%s]\ntasks: [%s]\n' "$run/shards/general" "$(pwd)/deploy/tasks/general.jsonl"; } > "$run/eval.yaml"
 "$xtrain" eval --config "$run/eval.yaml"
 echo
 echo "pipeline: done. The student is $run/final/model; the report is $run/report.json."

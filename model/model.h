@@ -149,11 +149,17 @@ int model_transformer_forward_capture(const model_transformer *m, model_kv_cache
 typedef struct model_student_settings {
     int window, sinks, chunk;
     double mlstm_eps;
+    /* the new parameters' starting values: b_f spread linearly over the heads from forget_bias_min
+       to forget_bias_max (f = sigmoid(b_f): 3 forgets in ~20 tokens, 6 in ~400, 9 in ~8000), b_o */
+    double forget_bias_min, forget_bias_max, output_bias;
 } model_student_settings;
+#define MODEL_FORGET_BIAS_MIN 3.0
+#define MODEL_FORGET_BIAS_MAX 6.0
+#define MODEL_OUTPUT_BIAS 0.0
 
 /* A student from a teacher: every teacher weight copied, the new parameters at their starting
- * values (feature maps = identity, gate weights 0, b_i = 0, b_f from 3 to 6 over the heads,
- * output gate 0). The result is a model_transformer with cfg.student set. */
+ * values (feature maps = identity, gate weights 0, b_i = 0, b_f spread over the heads and b_o as
+ * the settings say). The result is a model_transformer with cfg.student set. */
 int model_student_init(const model_transformer *teacher, const model_student_settings *settings,
                        model_transformer *student, xd_err *e);
 /* Writes DIR/model.safetensors (F32) and DIR/config.json, atomically; tokenizer_source (may be

@@ -137,7 +137,7 @@ int model_student_init(const model_transformer *teacher, const model_student_set
     st->n_params = st->layout.n_params;
     memcpy(st->rope_inv_freq, teacher->rope_inv_freq, sizeof(double) * (size_t)c->head_dim / 2);
     /* teacher tensors by name; new ones as DESIGN 1.1 suggests: M = I, gate weights 0, b_i = 0,
-     * b_f spread from 3 to 6 over the heads (long memory at start), b_o = 0 */
+     * b_f spread over the heads (by default 3 to 6: long memory at start), b_o */
     for (int i = 0; i < st->layout.n_entries; i++) {
         const model_tensor_entry *t = &st->layout.entries[i];
         float *dst = st->params + t->offset;
@@ -158,8 +158,11 @@ int model_student_init(const model_transformer *teacher, const model_student_set
                 st->params[o->fmap_q + ((size_t)h * d + i) * d + i] = 1.0f;
                 st->params[o->fmap_k + ((size_t)h * d + i) * d + i] = 1.0f;
             }
-        for (int h = 0; h < H; h++)
-            st->params[o->fgate_b + h] = H > 1 ? 3.0f + 3.0f * (float)h / (float)(H - 1) : 4.5f;
+        double lo = set->forget_bias_min, hi = set->forget_bias_max;
+        for (int h = 0; h < H; h++) {
+            st->params[o->fgate_b + h] = (float)(H > 1 ? lo + (hi - lo) * h / (H - 1) : (lo + hi) / 2);
+            st->params[o->ogate_b + h] = (float)set->output_bias;
+        }
     }
     for (int l = 0; l < c->n_layers; l++) { /* the teacher's forward pointers, for completeness */
         const model_layer_offsets *o = &st->layout.layers[l];

@@ -294,7 +294,7 @@ int stage_bench(int argc, char **argv) {
     memset(&teacher, 0, sizeof teacher);
     memset(&student, 0, sizeof student);
     if (rc == 0) rc = model_transformer_random(&teacher, &c, 1, 0.02f, &e);
-    model_student_settings set = {window, sinks, chunk, 1e-6};
+    model_student_settings set = {window, sinks, chunk, 1e-6, MODEL_FORGET_BIAS_MIN, MODEL_FORGET_BIAS_MAX, MODEL_OUTPUT_BIAS};
     if (rc == 0) rc = model_student_init(&teacher, &set, &student, &e);
     if (rc == 0 && do_generate)
         printf("xtrain bench: %s-shaped teacher (%.1fM parameters) and student (%.1fM, window %d, %d sinks), random "

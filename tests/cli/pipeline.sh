@@ -95,10 +95,13 @@ data: [$tmp/code, $tmp/prose]
 tasks: [$tmp/tasks.jsonl]
 seq_len: 32
 max_tokens: 256
+passkey: "128"
+passkey_samples: 2
 YAML
 "$xtrain" eval --config "$tmp/eval.yaml" || fail=1
-for f in '"task": "ppl/code"' '"task": "ppl/prose"' '"task": "mc/tasks"' '"teacher_ppl"' '"student_ppl"' \
-         '"top1_agreement"' '"teacher_acc"' '"student_acc_norm"' '"recovery"' '"c_alpha"' '"alpha_star"' '"lossless"'; do
+for f in '"task": "ppl/code"' '"task": "ppl/prose"' '"task": "mc/tasks"' '"task": "passkey/128"' '"teacher_ppl"' \
+         '"student_ppl"' '"top1_agreement"' '"by_position"' '"in_domain": true' '"teacher_acc"' '"student_acc_norm"' \
+         '"window_only_acc"' '"recovery"' '"c_alpha"' '"c_alpha_tasks"' '"alpha_star"' '"lossless"'; do
   check "the eval report has $f" "grep -q '$f' '$tmp/report.json'"
 done
 check "C_alpha is given for the six alphas" "[ \$(grep -c '\"alpha\":' '$tmp/report.json') -eq 6 ]"

@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
     model_config tc = small_config(), sc;
     model_transformer teacher, student;
     OK(model_transformer_random(&teacher, &tc, seed, 0.06f, &e));
-    model_student_settings set = {48, 4, chunk, 1e-6};
+    model_student_settings set = {48, 4, chunk, 1e-6, MODEL_FORGET_BIAS_MIN, MODEL_FORGET_BIAS_MAX, MODEL_OUTPUT_BIAS};
     OK(model_student_init(&teacher, &set, &student, &e));
     sc = student.cfg;
     /* the new parameters away from their starting values, so every path carries a gradient */

@@ -36,7 +36,7 @@ static int load_student(const char *teacher_dir, int window, int sinks, int chun
         fprintf(stderr, "%s\n", e.msg);
         return -1;
     }
-    model_student_settings set = {window, sinks, chunk, 1e-6};
+    model_student_settings set = {window, sinks, chunk, 1e-6, MODEL_FORGET_BIAS_MIN, MODEL_FORGET_BIAS_MAX, MODEL_OUTPUT_BIAS};
     int rc = model_student_init(&t, &set, s, &e);
     if (rc) fprintf(stderr, "%s\n", e.msg);
     model_transformer_free(&t);
