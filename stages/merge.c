@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MERGE_MAX_EXPERTS 64
 #define MERGE_MAX_CANDIDATES 64
@@ -171,6 +172,9 @@ static int merge_search(const cfg_sources *experts, const char *out, const cfg_s
         goto done;
     }
     memcpy(params[0], merged.params, sizeof(float) * N);
+    /* the data before the other experts: a bad directory is said before gigabytes are read */
+    for (int i = 0; i < data->count; i++) dirs[i] = data->items[i].path;
+    if ((rc = merge_score_open(&sc, &merged, dirs, data->count, (int)seq_len, max_tokens, cuda, e))) goto done;
     for (int i = 1; i < n; i++) { /* each expert's weights kept, the rest of its model dropped */
         if ((rc = model_transformer_load(experts->items[i].path, &other, e))) goto done;
         if ((rc = merge_check_expert(&other, &merged, experts->items[i].path, experts->items[0].path, e))) goto done;
@@ -179,8 +183,6 @@ static int merge_search(const cfg_sources *experts, const char *out, const cfg_s
         model_transformer_free(&other);
     }
     fprintf(stderr, "[merge] %d experts loaded (%.1f s)\n", n, xd_now() - t0);
-    for (int i = 0; i < data->count; i++) dirs[i] = data->items[i].path;
-    if ((rc = merge_score_open(&sc, &merged, dirs, data->count, (int)seq_len, max_tokens, cuda, e))) goto done;
     int nd = merge_score_domains(sc);
     nc = merge_candidates(experts, (int)max_candidates, cand);
     fprintf(stderr, "[merge] weights: search: %d candidates, objective %s over %d domain%s (val split, at most %ld "
@@ -225,11 +227,6 @@ static int merge_search(const cfg_sources *experts, const char *out, const cfg_s
         fprintf(stderr, "[merge]   domain%d: %s (%ld tokens)\n", d + 1, merge_score_domain_path(sc, d),
                 merge_score_domain_tokens(sc, d));
 
-    /* the chosen weights, written */
-    if ((rc = merge_mix(merged.params, params, cand[best].w, n, N, acc, e))) goto done;
-    snprintf(merged.source, sizeof merged.source, "merge of %d experts", n);
-    if ((rc = model_save(&merged, out, NULL, e))) goto done;
-
     json_t *jexperts = json_array(), *jdomains = json_array(), *jskipped = json_array(), *jcands = json_array();
     json_t *chosen = json_array();
     for (int i = 0; i < n; i++) {
@@ -255,12 +252,18 @@ static int merge_search(const cfg_sources *experts, const char *out, const cfg_s
                        objective, "experts", jexperts, "domains", jdomains, "skipped_domains", jskipped, "seq_len",
                        (int)seq_len, "max_tokens", (json_int_t)max_tokens,
                        "candidates", jcands, "chosen", best + 1, "score", cand[best].score, "chosen_weights", chosen);
+    /* the report first: config.json, written last by model_save, marks a finished merge */
     char path[4200];
     char *text = report ? json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
     rc = !text ? xd_fail(e, "out of memory") : xd_path_join(path, sizeof path, out, MERGE_REPORT, e);
+    if (rc == 0 && mkdir(out, 0755) != 0 && !xd_is_dir(out)) rc = xd_fail(e, "%s: cannot create directory", out);
     if (rc == 0) rc = xd_write_file_atomic(path, text, strlen(text), e);
     free(text);
     if (rc) goto done;
+    /* the chosen weights, written */
+    if ((rc = merge_mix(merged.params, params, cand[best].w, n, N, acc, e))) goto done;
+    snprintf(merged.source, sizeof merged.source, "merge of %d experts", n);
+    if ((rc = model_save(&merged, out, NULL, e))) goto done;
     json_t *note = json_pack("{s:s, s:O, s:O, s:s, s:f, s:s}", "weights", "search", "experts", jexperts,
                              "chosen_weights", chosen, "objective", objective, "score", cand[best].score, "report",
                              MERGE_REPORT);
