@@ -33,6 +33,7 @@ typedef struct spec_setting {
     char *text;
     char **paths;
     int n_paths;
+    size_t line; /* of the value, for the checks made after parsing */
 } spec_setting;
 
 typedef struct spec_settings {
@@ -47,8 +48,8 @@ typedef struct spec_domain {
 
 struct coord_spec {
     char *name, *teacher;
-    spec_settings student, align, distill, final, eval;
-    bool has_final;
+    spec_settings student, align, distill, merge, final, eval;
+    bool has_final, merge_search;
     long layer_blocks, num_layers;
     spec_domain *domains;
     int n_domains;
@@ -73,6 +74,10 @@ static const key_def distill_keys[] = {TRAIN_KEYS, {"topk", KEY_INT}, {"ce_weigh
 static const key_def eval_keys[] = {{"seq_len", KEY_INT},     {"max_tokens", KEY_INT},     {"tasks", KEY_PATHS},
                                     {"general", KEY_PATHS},   {"passkey", KEY_STRING},     {"passkey_samples", KEY_INT},
                                     {"seed", KEY_INT},        {"window_only", KEY_STRING}, {"score", KEY_STRING}};
+/* weights: search picks the merge's weights on the domains' val split (xtrain merge's settings of
+ * that name); the others belong to the search */
+static const key_def merge_keys[] = {{"weights", KEY_STRING}, {"candidates", KEY_INT}, {"max_tokens", KEY_INT},
+                                     {"seq_len", KEY_INT}};
 static const char *const coordinator_keys[] = {"teacher", "student", "out", "data", "experts", "layers"};
 static const key_def top_keys[] = {
     {"name", KEY_STRING},    {"teacher", KEY_STRING}, {"student", KEY_STRING},       {"domains", KEY_STRING},
@@ -227,7 +232,7 @@ static int parse_section(yaml_document_t *doc, yaml_node_t *node, const char *se
         if (!def) return unknown_key(keys, n_keys, key, section, line_of(k), e);
         for (int i = 0; i < out->n; i++)
             if (!strcmp(out->items[i].key, key)) return xd_fail(e, "spec line %zu: \"%s\" given twice", line_of(k), what);
-        spec_setting st = {def->key, def->type, NULL, NULL, 0};
+        spec_setting st = {def->key, def->type, NULL, NULL, 0, line_of(v)};
         if (parse_setting(doc, v, what, &st, e) == 0) {
             spec_setting *grown = realloc(out->items, sizeof *grown * (size_t)(out->n + 1));
             if (grown) {
@@ -360,6 +365,34 @@ static int teacher_layers(const char *teacher, long *out, xd_err *e) {
     return rc;
 }
 
+/* The merge section is checked whole at submit time, ranges included: a search set up wrong would
+ * otherwise fail only once every expert has trained. */
+static int check_merge(coord_spec *s, xd_err *e) {
+    static const struct {
+        const char *key;
+        long min, max; /* xtrain merge's ranges */
+    } ranges[] = {{"candidates", 1, 64}, {"max_tokens", 1, 1000000000000L}, {"seq_len", 2, 1L << 20}};
+    const spec_setting *w = settings_find(&s->merge, "weights");
+    if (w && strcmp(w->text, "search") && strcmp(w->text, "domains"))
+        return xd_fail(e, "spec line %zu: \"merge.weights\" must be search (chosen on the domains' val split) or "
+                       "domains (the domains' weights, the default), got \"%s\"", w->line, w->text);
+    s->merge_search = w && !strcmp(w->text, "search");
+    for (int i = 0; i < s->merge.n; i++) {
+        const spec_setting *st = &s->merge.items[i];
+        for (int k = 0; k < COUNT(ranges); k++) {
+            if (strcmp(st->key, ranges[k].key)) continue;
+            if (!s->merge_search)
+                return xd_fail(e, "spec line %zu: \"merge.%s\" is a setting of the weight search: give merge.weights: "
+                               "search", st->line, st->key);
+            long v = strtol(st->text, NULL, 10);
+            if (v < ranges[k].min || v > ranges[k].max)
+                return xd_fail(e, "spec line %zu: \"merge.%s\" = %ld is outside %ld..%ld", st->line, st->key, v,
+                               ranges[k].min, ranges[k].max);
+        }
+    }
+    return 0;
+}
+
 static int parse_root(yaml_document_t *doc, yaml_node_t *root, coord_spec *s, xd_err *e) {
     if (!root || root->type != YAML_MAPPING_NODE) return xd_fail(e, "spec: must be a mapping of key: value");
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
@@ -387,9 +420,8 @@ static int parse_root(yaml_document_t *doc, yaml_node_t *root, coord_spec *s, xd
         } else if (!strcmp(key, "distill")) {
             rc = parse_section(doc, v, "distill", distill_keys, COUNT(distill_keys), &s->distill, e);
         } else if (!strcmp(key, "merge")) {
-            spec_settings none = {0}; /* merge takes no settings: its weights are the domains' */
-            rc = parse_section(doc, v, "merge", NULL, 0, &none, e);
-            settings_free(&none);
+            rc = parse_section(doc, v, "merge", merge_keys, COUNT(merge_keys), &s->merge, e);
+            if (rc == 0) rc = check_merge(s, e);
         } else if (!strcmp(key, "final_distill")) {
             s->has_final = true;
             rc = parse_section(doc, v, "final_distill", distill_keys, COUNT(distill_keys), &s->final, e);
@@ -476,6 +508,7 @@ void coord_spec_free(coord_spec *s) {
     settings_free(&s->align);
     settings_free(&s->distill);
     settings_free(&s->final);
+    settings_free(&s->merge);
     settings_free(&s->eval);
     for (int i = 0; i < s->n_domains; i++) {
         free(s->domains[i].name);
@@ -695,7 +728,8 @@ int coord_spec_expand(const coord_spec *s, const char *artifacts, const char *ru
     }
     int merge = -1;
     if (!db.oom) {
-        coord_buf_printf(&c, "# xcoord: run %s, job merge (weights: the domains')\n", run_id);
+        coord_buf_printf(&c, "# xcoord: run %s, job merge (weights: %s)\n", run_id,
+                         s->merge_search ? "searched on the domains' val split, theirs first" : "the domains'");
         put_out(&c, "out", root, "merge");
         coord_buf_put(&c, "experts:\n");
         for (int i = 0; i < s->n_domains; i++) {
@@ -705,7 +739,20 @@ int coord_spec_expand(const coord_spec *s, const char *artifacts, const char *ru
             put_number(&c, s->domains[i].weight);
             coord_buf_put(&c, "}\n");
         }
-        merge = add_job(&db, "merge", "merge", 0, "", &c, experts, s->n_domains);
+        if (s->merge_search) { /* scored on the data the experts trained on, its val split */
+            coord_buf_put(&c, "weights: search\ndata:\n");
+            for (int i = 0; i < s->n_domains; i++) {
+                coord_buf_put(&c, "  - ");
+                put_quoted(&c, s->domains[i].data);
+                coord_buf_put(&c, "\n");
+            }
+            for (int i = 0; i < s->merge.n; i++)
+                if (strcmp(s->merge.items[i].key, "weights")) put_setting(&c, &s->merge.items[i]);
+            /* the scoring is model arithmetic: on one GPU when the run has them */
+            if (train_gpus > 0) coord_buf_put(&c, "device: cuda\n");
+        }
+        merge = add_job(&db, "merge", "merge", s->merge_search && train_gpus > 0 ? 1 : 0, "", &c, experts,
+                        s->n_domains);
     }
     free(experts);
     if (db.oom) goto fail;

@@ -36,6 +36,10 @@ devices: {gpu: 2}"
 refused "duplicate domain" 'domain \"math\" named twice' 'teacher: /m/t.gguf
 domains: [{name: math, data: /d/a}, {name: math, data: /d/b}]'
 refused "not YAML" 'not valid YAML' 'teacher: [unclosed'
+refused "merge search out of range" '\"merge.candidates\" = 0 is outside 1..64' "$base
+merge: {weights: search, candidates: 0}"
+refused "a search setting without the search" '\"merge.max_tokens\" is a setting of the weight search' "$base
+merge: {max_tokens: 512}"
 refused "layer blocks without the teacher" 'layer_blocks = 3 needs the teacher' "$base
 align: {layer_blocks: 3}"
 check "nothing was stored for refused specs" "[ \$(sql 'SELECT count(*) FROM runs') -eq 0 ] && [ \$(sql 'SELECT count(*) FROM jobs') -eq 0 ]"
@@ -50,7 +54,7 @@ domains:
   - {name: chat, data: /data/chat, weight: 0.65}
 align: {layer_blocks: 3, steps: 40, seq_len: 64}
 distill: {steps: 12, lr: 1e-4}
-merge: {}
+merge: {weights: search, candidates: 4}
 final_distill: {steps: 6, lr: 5e-5}
 eval: {tasks: [/tasks/general.jsonl], max_tokens: 1024}
 devices: {gpus: 2}
@@ -77,10 +81,11 @@ eval <- final
 TXT
 check "the dependencies form the pipeline's DAG" "cmp -s '$tmp/deps' '$tmp/deps.expected'"
 [ $fail -eq 0 ] || diff "$tmp/deps.expected" "$tmp/deps"
-check "stages, states and devices per job" "[ \"\$(sql \"SELECT group_concat(name || ':' || stage || ':' || state || ':' || gpus, ' ') FROM (SELECT * FROM jobs WHERE run = '$run' ORDER BY seq)\")\" = 'init:init:ready:0 align-0:align:pending:2 align-1:align:pending:2 align-2:align:pending:2 align:merge:pending:0 distill-math:distill:pending:2 distill-chat:distill:pending:2 merge:merge:pending:0 final:distill:pending:2 eval:eval:pending:2' ]"
+check "stages, states and devices per job" "[ \"\$(sql \"SELECT group_concat(name || ':' || stage || ':' || state || ':' || gpus, ' ') FROM (SELECT * FROM jobs WHERE run = '$run' ORDER BY seq)\")\" = 'init:init:ready:0 align-0:align:pending:2 align-1:align:pending:2 align-2:align:pending:2 align:merge:pending:0 distill-math:distill:pending:2 distill-chat:distill:pending:2 merge:merge:pending:1 final:distill:pending:2 eval:eval:pending:2' ]"
 check "the layer blocks split 30 layers" "sql \"SELECT config FROM jobs WHERE id = '$run/align-2'\" | grep -q 'layers: \"20-29\"' && sql \"SELECT config FROM jobs WHERE id = '$run/align'\" | grep -q 'mode: layers'"
 check "configs carry absolute paths under the artifacts" "sql \"SELECT config FROM jobs WHERE id = '$run/distill-chat'\" | grep -q \"student: \\\"$tmp/art/$run/align\\\"\""
 check "merge weights are the domains'" "sql \"SELECT config FROM jobs WHERE id = '$run/merge'\" | grep -q 'distill-chat/model\", weight: 0.65}'"
+check "the merge searches its weights on one GPU, on the domains' val split" "sql \"SELECT config FROM jobs WHERE id = '\$run/merge'\" | tr '\\n' '|' | grep -q 'weights: search|data:|  - \"/data/math\"|  - \"/data/chat\"|candidates: 4|device: cuda|'"
 check "retries from the spec" "[ \$(sql \"SELECT DISTINCT retries FROM jobs WHERE run = '$run'\") -eq 3 ]"
 
 # devices: a CPU-only worker runs init but never a 2-GPU job; a 2-GPU worker gets it with gpus 0,1

@@ -83,6 +83,52 @@ static void test_dag(void) {
     CHECK(coord_spec_expand(s, "/art", "r", &d, &e) == 0);
     CHECK(d.n_jobs == 5 && !job(&d, "final") && strstr(job(&d, "eval")->config, "student: \"/art/r/merge\"\n"));
     CHECK(!strcmp(coord_spec_name(s), "pipeline") && d.retries == 2);
+    CHECK(!strstr(job(&d, "merge")->config, "weights: search") && job(&d, "merge")->gpus == 0);
+    coord_dag_free(&d);
+    coord_spec_free(s);
+}
+
+/* merge: {weights: search, ...}: the merge job searches its weights on the val split of every
+ * domain, starting from the domains' weights, and scores on a GPU when the run has them. */
+static void test_merge_search(void) {
+    const char *text = "teacher: /m/t.gguf\n"
+                       "domains:\n  - {name: math, data: /d/math, weight: 0.35}\n  - {name: code, data: /d/code, weight: 0.65}\n"
+                       "merge: {weights: search, candidates: 5, max_tokens: 2048}\n";
+    coord_spec *s;
+    xd_err e = {{0}};
+    CHECK_MSG(parse(text, &s, &e) == 0, "%s", e.msg);
+    if (!s) return;
+    coord_dag d;
+    CHECK(coord_spec_expand(s, "/art", "r", &d, &e) == 0);
+    const coord_job_spec *m = job(&d, "merge");
+    CHECK_MSG(m && !strcmp(m->config, "# xcoord: run r, job merge (weights: searched on the domains' val split, theirs first)\n"
+                                      "out: \"/art/r/merge\"\nexperts:\n"
+                                      "  - {path: \"/art/r/distill-math/model\", weight: 0.35}\n"
+                                      "  - {path: \"/art/r/distill-code/model\", weight: 0.65}\n"
+                                      "weights: search\ndata:\n  - \"/d/math\"\n  - \"/d/code\"\n"
+                                      "candidates: 5\nmax_tokens: 2048\n"),
+              "%s", m ? m->config : "no merge job");
+    CHECK(m && m->gpus == 0 && m->n_deps == 2);
+    char *data = m ? yaml_get(m->config, "data") : NULL;
+    CHECK(data && !strcmp(data, "/d/math"));
+    free(data);
+    coord_dag_free(&d);
+    coord_spec_free(s);
+
+    /* on GPUs: the merge job takes one and scores there */
+    CHECK(parse("teacher: /m/t\ndomains: [{name: a, data: /d/a}]\nmerge: {weights: search}\ndevices: {gpus: 4}\n", &s, &e) == 0);
+    CHECK(coord_spec_expand(s, "/art", "r", &d, &e) == 0);
+    m = job(&d, "merge");
+    CHECK(m && m->gpus == 1 && strstr(m->config, "weights: search\ndata:\n  - \"/d/a\"\ndevice: cuda\n"));
+    CHECK(job(&d, "distill-a") && job(&d, "distill-a")->gpus == 4);
+    coord_dag_free(&d);
+    coord_spec_free(s);
+
+    /* weights: domains is the default, written as no search at all */
+    CHECK(parse("teacher: /m/t\ndomains: [{name: a, data: /d/a}]\nmerge: {weights: domains}\n", &s, &e) == 0);
+    CHECK(coord_spec_expand(s, "/art", "r", &d, &e) == 0);
+    m = job(&d, "merge");
+    CHECK(m && !strstr(m->config, "\nweights:") && !strstr(m->config, "data:") && m->gpus == 0);
     coord_dag_free(&d);
     coord_spec_free(s);
 }
@@ -130,7 +176,27 @@ static void test_errors(void) {
         {"teacher: /t\ndomains: [{name: a, data: /d}]\ndevices: gpu\n", "\"devices\" must be \"cpu\" or {gpus: N}"},
         {"teacher: /t\ndomains: [{name: a, data: /d}]\ndevices: {gpus: 0}\n", "\"devices.gpus\" = 0 is outside 1..64"},
         {"teacher: /t\ndomains: [{name: a, data: /d}]\nretries: -1\n", "\"retries\" = -1 is outside 0..100"},
-        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {weights: [1]}\n", "unknown key \"merge.weights\""},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {weights: [1]}\n", "\"merge.weights\" must be a single value"},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {wieghts: search}\n",
+         "unknown key \"merge.wieghts\" (did you mean \"merge.weights\"?)"},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {weights: best}\n",
+         "line 3: \"merge.weights\" must be search (chosen on the domains' val split) or domains"},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge:\n  weights: search\n  candidates: 0\n",
+         "line 5: \"merge.candidates\" = 0 is outside 1..64"},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {weights: search, candidates: 65}\n",
+         "\"merge.candidates\" = 65 is outside 1..64"},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {weights: search, max_tokens: 0}\n",
+         "\"merge.max_tokens\" = 0 is outside 1..1000000000000"},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {weights: search, seq_len: 1}\n",
+         "\"merge.seq_len\" = 1 is outside 2..1048576"},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {weights: search, candidates: many}\n",
+         "\"merge.candidates\" must be an integer, got \"many\""},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {candidates: 4}\n",
+         "\"merge.candidates\" is a setting of the weight search: give merge.weights: search"},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {weights: domains, max_tokens: 10}\n",
+         "\"merge.max_tokens\" is a setting of the weight search"},
+        {"teacher: /t\ndomains: [{name: a, data: /d}]\nmerge: {weights: search, data: [/x]}\n",
+         "\"merge.data\" is written by the coordinator"},
         {"teacher: /t\nteacher: /u\ndomains: [{name: a, data: /d}]\n", "\"teacher\" given twice"},
         {"teacher: /t\ndomains: [{name: a, data: /d}]\nalign: {layer_blocks: 5, num_layers: 4}\n", "more than the teacher's 4 layers"},
         {"teacher: /nonexistent.gguf\ndomains: [{name: a, data: /d}]\nalign: {layer_blocks: 2}\n", "give align.num_layers"},
@@ -179,6 +245,7 @@ static void test_mutations(void) {
 int main(void) {
     test_dag();
     test_quoting();
+    test_merge_search();
     test_errors();
     test_mutations();
     TEST_MAIN_END();
