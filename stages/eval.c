@@ -384,18 +384,132 @@ static int eval_passkey(eval_models *em, int K, const int *lengths, int n_length
     return rc;
 }
 
-/* One multiple-choice .jsonl file. */
-static int eval_choices(eval_models *em, const char *path, json_t *tasks, xd_err *e) {
+/* ---- lm-evaluation-harness task types, one .jsonl file a task ---- */
+
+/* The log-likelihood of a continuation after a context under model k, and whether greedy decoding
+ * would write it (every continuation token the argmax), tokenised as lm-evaluation-harness's
+ * _encode_pair does: the context's trailing spaces move to the continuation, context + continuation
+ * is encoded whole, and the continuation's tokens are those past the context's own count. */
+typedef struct lm_pair {
+    int *ids;
+    size_t n, start; /* ids[start..n) is the continuation */
+} lm_pair;
+
+static int lm_pair_encode(const model_tokenizer *tok, const char *context, const char *continuation, int cap,
+                          lm_pair *p, xd_err *e) {
+    size_t cl = strlen(context), kl = strlen(continuation), spaces = 0;
+    while (spaces < cl && (context[cl - 1 - spaces] == ' ' || context[cl - 1 - spaces] == '\t')) spaces++;
+    char *whole = xd_malloc(cl + kl + 1, e);
+    if (!whole) return -1;
+    memcpy(whole, context, cl);
+    memcpy(whole + cl, continuation, kl + 1);
+    int *cids = NULL;
+    size_t nc = 0;
+    bool bos = model_tokenizer_adds_bos(tok);
+    int rc = model_tokenizer_encode(tok, whole, cl - spaces, bos, false, &cids, &nc, e);
+    if (rc == 0) rc = model_tokenizer_encode(tok, whole, cl + kl, bos, false, &p->ids, &p->n, e);
+    free(whole);
+    free(cids);
+    p->start = nc;
+    if (rc) return -1;
+    if (p->n <= p->start || p->start == 0) return xd_fail(e, "the continuation has no tokens of its own");
+    if (p->n > (size_t)cap) return xd_fail(e, "the item is %zu tokens, longer than %d", p->n, cap);
+    return 0;
+}
+
+static int lm_pair_score(eval_models *em, int k, const lm_pair *p, double *ll, bool *greedy, xd_err *e) {
+    int V = em->m[0]->cfg.vocab;
+    if (sequence_logits(em, k, p->ids, (int)p->n, em->logits[1], e)) return -1;
+    *ll = 0;
+    *greedy = true;
+    for (size_t t = p->start; t < p->n; t++) {
+        const float *row = em->logits[1] + (t - 1) * (size_t)V;
+        *ll += log_prob(row, V, p->ids[t]);
+        if (argmax_row(row, V) != p->ids[t]) *greedy = false;
+    }
+    return 0;
+}
+
+/* Characters (code points) of a choice without its leading space: lm-evaluation-harness divides by
+ * len(choice) of the choice as its doc_to_choice gives it, before target_delimiter " " joins it. */
+static double choice_chars(const char *s) {
+    if (*s == ' ') s++;
+    double n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n > 0 ? n : 1;
+}
+
+typedef enum { LM_CHOICE, LM_TARGET, LM_PARTIAL } lm_kind;
+static const char *const lm_kind_name[] = {"multiple_choice", "target", "partial"};
+static const char *const lm_kind_prefix[] = {"mc", "target", "partial"};
+
+/* One item of a task file: its kind from its keys, checked. */
+static int lm_item_kind(json_t *o, lm_kind *kind) {
+    json_t *ctx = json_object_get(o, "context"), *ch = json_object_get(o, "choices");
+    json_t *tg = json_object_get(o, "target"), *ctxs = json_object_get(o, "contexts");
+    json_t *cont = json_object_get(o, "continuation"), *lab = json_object_get(o, "label");
+    size_t nl = json_is_array(ch) ? json_array_size(ch) : json_is_array(ctxs) ? json_array_size(ctxs) : 0;
+    bool label_ok = json_is_integer(lab) && json_integer_value(lab) >= 0 && (size_t)json_integer_value(lab) < nl;
+    if (json_is_string(ctx) && json_is_array(ch) && nl >= 2 && label_ok) *kind = LM_CHOICE;
+    else if (json_is_string(ctx) && json_is_string(tg) && !ch) *kind = LM_TARGET;
+    else if (json_is_array(ctxs) && nl >= 2 && json_is_string(cont) && label_ok) *kind = LM_PARTIAL;
+    else return -1;
+    json_t *list = *kind == LM_CHOICE ? ch : ctxs;
+    for (size_t i = 0; list && i < json_array_size(list); i++)
+        if (!json_is_string(json_array_get(list, i))) return -1;
+    return 0;
+}
+
+/* One item under the teacher and the student: for a choice or partial item, correct (acc) and
+ * correct_norm (acc_norm; partial: = acc, one continuation); for a target item, greedy match and
+ * the target's log-likelihood. */
+static int lm_item(eval_models *em, json_t *o, lm_kind kind, bool correct[2], bool correct_norm[2], double ll_out[2],
+                   xd_err *e) {
+    const model_tokenizer *tok = em->m[0]->tokenizer;
+    if (kind == LM_TARGET) {
+        lm_pair p = {0};
+        int rc = lm_pair_encode(tok, json_string_value(json_object_get(o, "context")),
+                                json_string_value(json_object_get(o, "target")), em->cap, &p, e);
+        for (int k = 0; k < 2 && rc == 0; k++) rc = lm_pair_score(em, k, &p, &ll_out[k], &correct[k], e);
+        free(p.ids);
+        return rc;
+    }
+    json_t *list = json_object_get(o, kind == LM_CHOICE ? "choices" : "contexts");
+    int label = (int)json_integer_value(json_object_get(o, "label")), rc = 0;
+    double best[2] = {-INFINITY, -INFINITY}, best_norm[2] = {-INFINITY, -INFINITY};
+    int arg[2] = {-1, -1}, arg_norm[2] = {-1, -1};
+    for (size_t c = 0; rc == 0 && c < json_array_size(list); c++) {
+        const char *item = json_string_value(json_array_get(list, c));
+        const char *context = kind == LM_CHOICE ? json_string_value(json_object_get(o, "context")) : item;
+        const char *continuation = kind == LM_CHOICE ? item : json_string_value(json_object_get(o, "continuation"));
+        lm_pair p = {0};
+        rc = lm_pair_encode(tok, context, continuation, em->cap, &p, e);
+        if (rc) xd_wrap(e, "%s %zu", kind == LM_CHOICE ? "choice" : "context", c);
+        double norm = kind == LM_CHOICE ? choice_chars(item) : 1;
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            double ll;
+            bool greedy;
+            rc = lm_pair_score(em, k, &p, &ll, &greedy, e);
+            if (ll > best[k]) best[k] = ll, arg[k] = (int)c;
+            if (ll / norm > best_norm[k]) best_norm[k] = ll / norm, arg_norm[k] = (int)c;
+        }
+        free(p.ids);
+    }
+    for (int k = 0; k < 2; k++) correct[k] = arg[k] == label, correct_norm[k] = arg_norm[k] == label;
+    return rc;
+}
+
+/* A task file: every line one item of one kind ({"context", "choices", "label"}: multiple choice;
+ * {"context", "target"}: greedy match and target perplexity, as LAMBADA; {"contexts", "continuation",
+ * "label"}: partial scoring, as Winogrande). */
+static int eval_lm_task(eval_models *em, const char *path, json_t *tasks, xd_err *e) {
     char *text;
     size_t len;
+    if (!em->m[0]->tokenizer) return xd_fail(e, "%s: the teacher has no tokenizer to score text with", path);
     if (xd_read_file(path, 256u << 20, &text, &len, e)) return -1;
-    const model_tokenizer *tok = em->m[0]->tokenizer;
-    if (!tok) {
-        free(text);
-        return xd_fail(e, "%s: the teacher has no tokenizer to score text with", path);
-    }
-    int V = em->m[0]->cfg.vocab, rc = 0, line_no = 0, items = 0;
-    int correct[2] = {0, 0}, correct_norm[2] = {0, 0};
+    int rc = 0, line_no = 0, items = 0, correct[2] = {0, 0}, correct_norm[2] = {0, 0};
+    double ll_sum[2] = {0, 0};
+    lm_kind kind = LM_CHOICE;
     for (char *line = text; rc == 0 && line && *line; line_no++) {
         char *nl = strchr(line, '\n');
         if (nl) *nl = 0;
@@ -406,65 +520,23 @@ static int eval_choices(eval_models *em, const char *path, json_t *tasks, xd_err
         }
         json_error_t je;
         json_t *o = json_loads(line, 0, &je);
-        json_t *ctx = o ? json_object_get(o, "context") : NULL, *ch = o ? json_object_get(o, "choices") : NULL;
-        json_t *lab = o ? json_object_get(o, "label") : NULL;
-        if (!json_is_object(o) || !json_is_string(ctx) || !json_is_array(ch) || json_array_size(ch) < 2 ||
-            !json_is_integer(lab) || json_integer_value(lab) < 0 ||
-            (size_t)json_integer_value(lab) >= json_array_size(ch)) {
-            rc = xd_fail(e, "%s line %d: expected {\"context\": string, \"choices\": [2+ strings], \"label\": index}",
+        lm_kind k = LM_CHOICE;
+        if (!json_is_object(o) || lm_item_kind(o, &k))
+            rc = xd_fail(e, "%s line %d: expected {\"context\", \"choices\": [2+ strings], \"label\": index}, "
+                            "{\"context\", \"target\"} or {\"contexts\": [2+ strings], \"continuation\", \"label\": index}",
                          path, line_no + 1);
-            json_decref(o);
-            break;
-        }
-        double best[2] = {-INFINITY, -INFINITY}, best_norm[2] = {-INFINITY, -INFINITY};
-        int arg[2] = {0, 0}, arg_norm[2] = {0, 0};
-        int *cids = NULL;
-        size_t nc = 0;
-        const char *cs = json_string_value(ctx);
-        rc = model_tokenizer_encode(tok, cs, strlen(cs), model_tokenizer_adds_bos(tok), false, &cids, &nc, e);
-        for (size_t c = 0; rc == 0 && c < json_array_size(ch); c++) {
-            json_t *cj = json_array_get(ch, c);
-            if (!json_is_string(cj)) {
-                rc = xd_fail(e, "%s line %d: choice %zu is not a string", path, line_no + 1, c);
-                break;
-            }
-            const char *choice = json_string_value(cj);
-            int *all = NULL;
-            size_t na = 0;
-            /* the choice's tokens are those of context+choice past the context's own */
-            size_t clen = strlen(cs), chlen = strlen(choice);
-            char *joined = xd_malloc(clen + chlen + 1, e);
-            if (!joined) {
-                rc = -1;
-                break;
-            }
-            memcpy(joined, cs, clen);
-            memcpy(joined + clen, choice, chlen + 1);
-            rc = model_tokenizer_encode(tok, joined, clen + chlen, model_tokenizer_adds_bos(tok), false, &all, &na, e);
-            free(joined);
-            size_t start = nc;
-            while (rc == 0 && start > 0 && (start > na || memcmp(all, cids, sizeof(int) * start) != 0)) start--;
-            if (rc == 0 && (na <= start || start == 0 || na > (size_t)em->cap))
-                rc = xd_fail(e, "%s line %d: choice %zu is empty or the item is longer than %d tokens", path,
-                             line_no + 1, c, em->cap);
-            for (int k = 0; k < 2 && rc == 0; k++) {
-                rc = sequence_logits(em, k, all, (int)na, em->logits[k], e);
-                double ll = 0;
-                for (size_t t = start; rc == 0 && t < na; t++)
-                    ll += log_prob(em->logits[k] + (t - 1) * (size_t)V, V, all[t]);
-                double norm = ll / (double)(chlen ? chlen : 1);
-                if (ll > best[k]) best[k] = ll, arg[k] = (int)c;
-                if (norm > best_norm[k]) best_norm[k] = norm, arg_norm[k] = (int)c;
-            }
-            free(all);
-        }
-        free(cids);
+        else if (items > 0 && k != kind)
+            rc = xd_fail(e, "%s line %d: a %s item in a file of %s items", path, line_no + 1, lm_kind_name[k],
+                         lm_kind_name[kind]);
+        bool ok[2], ok_norm[2];
+        double ll[2] = {0, 0};
         if (rc == 0) {
-            int label = (int)json_integer_value(lab);
-            for (int k = 0; k < 2; k++) {
-                correct[k] += arg[k] == label;
-                correct_norm[k] += arg_norm[k] == label;
-            }
+            kind = k;
+            rc = lm_item(em, o, kind, ok, ok_norm, ll, e);
+            if (rc) xd_wrap(e, "%s line %d", path, line_no + 1);
+        }
+        if (rc == 0) {
+            for (int m = 0; m < 2; m++) correct[m] += ok[m], correct_norm[m] += ok_norm[m], ll_sum[m] += ll[m];
             items++;
         }
         json_decref(o);
@@ -472,24 +544,37 @@ static int eval_choices(eval_models *em, const char *path, json_t *tasks, xd_err
     }
     free(text);
     if (rc == 0 && items == 0) rc = xd_fail(e, "%s: no items", path);
-    if (rc == 0) {
-        const char *slash = strrchr(path, '/');
-        char name[300];
-        snprintf(name, sizeof name, "mc/%s", slash ? slash + 1 : path);
-        char *dot = strrchr(name, '.');
-        if (dot && !strcmp(dot, ".jsonl")) *dot = 0;
-        double ta = (double)correct[0] / items, sa = (double)correct[1] / items;
-        double tn = (double)correct_norm[0] / items, sn = (double)correct_norm[1] / items;
-        json_t *task = json_pack("{s:s, s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "task", name, "kind",
-                                 "multiple_choice", "items", items, "teacher_acc", ta, "student_acc", sa,
-                                 "teacher_acc_norm", tn, "student_acc_norm", sn, "teacher", tn, "student", sn);
-        /* JSON has no infinity: a student that scores where the teacher scored 0 has no ratio */
-        json_object_set_new(task, "recovery", tn > 0 ? json_real(sn / tn) : sn > 0 ? json_null() : json_real(1.0));
-        json_array_append_new(tasks, task);
-        fprintf(stderr, "[eval] %-28s teacher acc %.3f / acc_norm %.3f  student acc %.3f / acc_norm %.3f (%d items)\n",
-                name, ta, tn, sa, sn, items);
+    if (rc) return -1;
+    const char *slash = strrchr(path, '/');
+    char name[300];
+    snprintf(name, sizeof name, "%s/%s", lm_kind_prefix[kind], slash ? slash + 1 : path);
+    char *dot = strrchr(name, '.');
+    if (dot && !strcmp(dot, ".jsonl")) *dot = 0;
+    double ta = (double)correct[0] / items, sa = (double)correct[1] / items;
+    json_t *task = json_pack("{s:s, s:s, s:i, s:f, s:f}", "task", name, "kind", lm_kind_name[kind], "items", items,
+                             "teacher_acc", ta, "student_acc", sa);
+    double ts = ta, ss = sa; /* the task's score: acc_norm for multiple choice, else acc */
+    if (kind == LM_CHOICE) {
+        ts = (double)correct_norm[0] / items, ss = (double)correct_norm[1] / items;
+        json_object_set_new(task, "teacher_acc_norm", json_real(ts));
+        json_object_set_new(task, "student_acc_norm", json_real(ss));
+    } else if (kind == LM_TARGET) { /* lm-evaluation-harness's: exp(-mean over items of the target's log-likelihood) */
+        json_object_set_new(task, "teacher_ppl", json_real(exp(-ll_sum[0] / items)));
+        json_object_set_new(task, "student_ppl", json_real(exp(-ll_sum[1] / items)));
     }
-    return rc;
+    json_object_set_new(task, "teacher", json_real(ts));
+    json_object_set_new(task, "student", json_real(ss));
+    /* JSON has no infinity: a student that scores where the teacher scored 0 has no ratio */
+    json_object_set_new(task, "recovery", ts > 0 ? json_real(ss / ts) : ss > 0 ? json_null() : json_real(1.0));
+    json_array_append_new(tasks, task);
+    fprintf(stderr, "[eval] %-28s teacher acc %.3f", name, ta);
+    if (kind == LM_CHOICE) fprintf(stderr, " / acc_norm %.3f", ts);
+    if (kind == LM_TARGET) fprintf(stderr, " / ppl %.3f", exp(-ll_sum[0] / items));
+    fprintf(stderr, "  student acc %.3f", sa);
+    if (kind == LM_CHOICE) fprintf(stderr, " / acc_norm %.3f", ss);
+    if (kind == LM_TARGET) fprintf(stderr, " / ppl %.3f", exp(-ll_sum[1] / items));
+    fprintf(stderr, " (%d items)\n", items);
+    return 0;
 }
 
 /* The pass key's context lengths: "auto" (2, 4 and 8 windows, at least 256 tokens each: the prompt
@@ -564,7 +649,9 @@ int stage_eval(int argc, char **argv) {
          "held-out general text (token shard directories, val split): perplexity, KL and top-1 agreement with the "
          "teacher, by position",
          0, 0},
-        {"tasks", CFG_SOURCES, &mc, "", "multiple-choice .jsonl files (optional; weights ignored)", 0, 0},
+        {"tasks", CFG_SOURCES, &mc, "",
+         "task .jsonl files: multiple choice, target (LAMBADA-style) or partial (Winogrande-style); weights ignored", 0,
+         0},
         {"seq_len", CFG_INT, &seq_len, "256", "tokens per perplexity window (longer than the window to see past it)", 2,
          1 << 20},
         {"max_tokens", CFG_INT, &max_tokens, "8192", "validation tokens per source at most", 1, 1e12},
@@ -628,7 +715,7 @@ int stage_eval(int argc, char **argv) {
     }
     if (rc == 0 && json_array_size(tasks) == 0 && mc.count == 0 && n_lengths == 0)
         rc = xd_fail(&e, "nothing to evaluate: no data source has validation tokens, no tasks are given, passkey is none");
-    for (int i = 0; i < mc.count && rc == 0; i++) rc = eval_choices(&em, mc.items[i].path, tasks, &e);
+    for (int i = 0; i < mc.count && rc == 0; i++) rc = eval_lm_task(&em, mc.items[i].path, tasks, &e);
     if (rc == 0 && n_lengths) rc = eval_passkey(&em, K, lengths, n_lengths, (int)samples, seed, tasks, &e);
     if (rc) goto done;
 

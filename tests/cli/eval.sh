@@ -58,6 +58,31 @@ check "the pass keys come from the seed: the same keys again" \
 check "score: all counts the in-domain task" "js '$tmp/r2.json' \"r['c_alpha_tasks'] == ['ppl/prose', 'passkey/160']\""
 check "window_only: false runs no window-only student" "[ -s '$tmp/r2.json' ] && ! grep -q window_only_acc '$tmp/r2.json'"
 
+# lm-evaluation-harness's task types: target (greedy match and target perplexity, LAMBADA's) and
+# partial scoring (Winogrande's: one continuation under several contexts); a file holds one kind.
+printf '%s\n' '{"context": "The capital of France is", "target": " Paris"}' \
+  '{"context": "One, two, three, four, five, six,", "target": " seven"}' > "$tmp/lambada.jsonl"
+printf '%s\n' '{"contexts": ["The cat sat on the mat because the cat", "The cat sat on the mat because the mat"], "continuation": " was tired.", "label": 0}' \
+  '{"contexts": ["Paris is the capital of", "Paris is the capital of the moon and"], "continuation": " France.", "label": 0}' > "$tmp/wino.jsonl"
+printf '%s\n' '{"context": "The capital of France is the city of", "choices": [" Paris", " Berlin"], "label": 0}' > "$tmp/mc.jsonl"
+cat > "$tmp/t.yaml" <<YAML
+teacher: $teacher
+student: $tmp/s
+out: $tmp/rt.json
+tasks: [$tmp/lambada.jsonl, $tmp/wino.jsonl, $tmp/mc.jsonl]
+passkey: none
+YAML
+"$xtrain" eval --config "$tmp/t.yaml" > /dev/null 2> "$tmp/terr" || { fail=1; cat "$tmp/terr"; }
+check "a target task: the teacher completes both, its perplexity is that of the targets" \
+  "js '$tmp/rt.json' \"t['target/lambada']['kind'] == 'target' and t['target/lambada']['teacher_acc'] == 1 and 1 < t['target/lambada']['teacher_ppl'] < 3 and t['target/lambada']['teacher'] == 1\""
+check "a partial task: scored by acc, both items right for the teacher" \
+  "js '$tmp/rt.json' \"t['partial/wino']['kind'] == 'partial' and t['partial/wino']['teacher_acc'] == 1 and 'teacher_acc_norm' not in t['partial/wino']\""
+check "a multiple-choice task keeps acc and acc_norm" "js '$tmp/rt.json' \"t['mc/mc']['teacher_acc_norm'] == 1\""
+printf '%s\n' '{"context": "x", "target": " y"}' '{"contexts": ["a", "b"], "continuation": " c", "label": 0}' > "$tmp/mixed.jsonl"
+"$xtrain" eval --config "$tmp/t.yaml" --set tasks="$tmp/mixed.jsonl" --set out="$tmp/bad.json" > /dev/null 2> "$tmp/berr"; rc=$?
+check "a file that mixes kinds is refused, naming the line (rc=$rc)" \
+  "[ $rc -eq 1 ] && grep -q 'mixed.jsonl line 2: a partial item in a file of target items' '$tmp/berr'"
+
 bad() { # NAME EXPECTED_RC MESSAGE SETTINGS...
   name=$1 want=$2 msg=$3; shift 3
   "$xtrain" eval --config "$tmp/e.yaml" --set out="$tmp/bad.json" "$@" > /dev/null 2> "$tmp/berr"; rc=$?
