@@ -162,8 +162,10 @@ typedef struct model_student_settings {
  * the settings say). The result is a model_transformer with cfg.student set. */
 int model_student_init(const model_transformer *teacher, const model_student_settings *settings,
                        model_transformer *student, xd_err *e);
-/* Writes DIR/model.safetensors (F32) and DIR/config.json, atomically; tokenizer_source (may be
- * NULL) is where the tokenizer is loaded from when DIR has no tokenizer.json. */
+/* Writes DIR/model.safetensors (F32), the tokenizer (DIR/tokenizer.json, tokenizer_config.json:
+ * model_tokenizer_save_hf) and DIR/config.json, each atomically. tokenizer_source (may be NULL;
+ * else m->tokenizer_source is used) is written into config.json only when m has no tokenizer or
+ * one that tokenizer.json cannot express: where the tokenizer is loaded from then. */
 int model_save(const model_transformer *m, const char *dir, const char *tokenizer_source,
                xd_err *e);
 

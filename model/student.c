@@ -204,8 +204,23 @@ int model_save(const model_transformer *m, const char *dir, const char *tokenize
     if (rc == 0) rc = model_st_write(path, entries, (size_t)L->n_entries, meta, 2, e);
     free(entries);
     if (rc) return -1;
-    json_t *cfg = model_config_to_json(&m->cfg);
     if (!tokenizer_source && m->tokenizer_source[0]) tokenizer_source = m->tokenizer_source;
+    /* The tokenizer goes inside, so the directory loads wherever it is copied to. Only one that
+     * tokenizer.json cannot express is still named by path, as directories were before. */
+    if (m->tokenizer) {
+        xd_err te = {{0}};
+        if (model_tokenizer_save_hf(m->tokenizer, dir, &te) == 0) {
+            tokenizer_source = NULL;
+        } else if (!tokenizer_source) {
+            return xd_fail(e, "%s", te.msg);
+        } else {
+            xd_warn("%s; the directory names %s instead", te.msg, tokenizer_source);
+            for (int i = 0; i < 2; i++) /* stale copies would win over tokenizer_source */
+                if (xd_path_join(path, sizeof path, dir, i ? "tokenizer_config.json" : "tokenizer.json", e) == 0)
+                    unlink(path);
+        }
+    }
+    json_t *cfg = model_config_to_json(&m->cfg);
     if (tokenizer_source) json_object_set_new(cfg, "tokenizer_source", json_string(tokenizer_source));
     char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     json_decref(cfg);

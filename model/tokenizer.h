@@ -14,6 +14,11 @@ int model_tokenizer_load_hf(const char *dir, model_tokenizer **out, xd_err *e);
 int model_tokenizer_load_hf_json(const char *json, size_t len, const char *name,
                                  model_tokenizer **out, xd_err *e);
 int model_tokenizer_load_gguf(const model_gguf *g, model_tokenizer **out, xd_err *e);
+/* Writes dir/tokenizer.json and dir/tokenizer_config.json (bos, eos, add_bos_token, chat template)
+ * that model_tokenizer_load_hf reads back to a tokenizer encoding and decoding exactly as t does,
+ * and HF tokenizers / transformers load. Fails, naming the token, for what tokenizer.json cannot
+ * express (two tokens of the same text, empty or unused-kind tokens). */
+int model_tokenizer_save_hf(const model_tokenizer *t, const char *dir, xd_err *e);
 void model_tokenizer_free(model_tokenizer *t);
 
 int model_tokenizer_vocab_size(const model_tokenizer *t);

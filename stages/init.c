@@ -17,19 +17,6 @@
 #define FORGET_BIAS_DEFAULT STR(MODEL_FORGET_BIAS_MIN) "," STR(MODEL_FORGET_BIAS_MAX)
 #define OUTPUT_BIAS_DEFAULT STR(MODEL_OUTPUT_BIAS)
 
-/* tokenizer.json and tokenizer_config.json of an HF teacher travel with the student. */
-static int copy_file(const char *from_dir, const char *to_dir, const char *name, xd_err *e) {
-    char src[4096], dst[4096], *data;
-    size_t len;
-    if (xd_path_join(src, sizeof src, from_dir, name, e) || xd_path_join(dst, sizeof dst, to_dir, name, e))
-        return -1;
-    if (!xd_file_exists(src)) return 0;
-    if (xd_read_file(src, 256u << 20, &data, &len, e)) return -1;
-    int rc = xd_write_file_atomic(dst, data, len, e);
-    free(data);
-    return rc;
-}
-
 static int init_run(const char *teacher_path, const char *out, const model_student_settings *set, bool force,
                     bool reuse);
 
@@ -146,15 +133,14 @@ static int init_run(const char *teacher_path, const char *out, const model_stude
     }
     int rc = model_student_init(&teacher, set, &student, &e);
     if (rc == 0) {
-        /* where the student finds its tokenizer: copied files for an HF teacher, else the GGUF */
+        /* the student carries the teacher's tokenizer (model_save writes it); the teacher's path
+         * is named only for a tokenizer that tokenizer.json cannot express */
         char abs[PATH_MAX];
         const char *tok_source = NULL;
-        bool hf = xd_is_dir(teacher_path);
-        /* checkpoints of later stages find the tokenizer through this path too */
+        student.tokenizer = teacher.tokenizer;
         if (teacher.tokenizer && realpath(teacher_path, abs)) tok_source = abs;
         rc = model_save(&student, out, tok_source, &e);
-        if (rc == 0 && hf) rc = copy_file(teacher_path, out, "tokenizer.json", &e);
-        if (rc == 0 && hf) rc = copy_file(teacher_path, out, "tokenizer_config.json", &e);
+        student.tokenizer = NULL; /* the teacher's, freed with it */
     }
     if (rc == 0) {
         uint64_t added = student.n_params - teacher.n_params;

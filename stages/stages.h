@@ -22,5 +22,6 @@ int stage_ppl(int argc, char **argv);
 int stage_generate(int argc, char **argv);
 int stage_prepare(int argc, char **argv);
 int stage_bench(int argc, char **argv);
+int stage_export(int argc, char **argv);
 
 #endif

@@ -246,13 +246,16 @@ int trainer_checkpoint_load_state(const char *ckpt, char **json, xd_err *e) {
  * of a 1B teacher is 4+ GB in fp32). Files are only ever replaced by rename, never rewritten in
  * place, so sharing an inode is safe. 1 when linking is not possible here (another filesystem). */
 static int link_model(const char *ckpt, const char *dir, xd_err *e) {
-    static const char *files[] = {"model.safetensors", "config.json"};
+    /* the tokenizer files first: a checkpoint written before students carried them has none */
+    static const char *files[] = {"tokenizer.json", "tokenizer_config.json", "model.safetensors",
+                                  "config.json"};
     if (make_dir(dir, e)) return -1;
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         char src[1400], dst[1400], tmp[1500];
         snprintf(src, sizeof src, "%s/%s", ckpt, files[i]);
         snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
         snprintf(tmp, sizeof tmp, "%s.link.tmp", dst);
+        if (i < 2 && !xd_file_exists(src)) continue;
         struct stat a, b;
         if (stat(src, &a) == 0 && stat(dst, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
             continue; /* linked already (a finished stage run again); rename would leave tmp behind */

@@ -18,6 +18,7 @@ static const struct {
     {"generate", stage_generate, "stream text from a model (greedy or sampled; --chat)"},
     {"bench", stage_bench, "tokens/s and MFU of the align and distill steps on a GPU (random weights)"},
     {"prepare", stage_prepare, "tokenise a corpus into train/val token shards (--inspect to check them)"},
+    {"export", stage_export, "a student as a Hugging Face directory (transformers, trust_remote_code)"},
 };
 
 static void usage(void) {

@@ -49,6 +49,8 @@ YAML
   check "align layers $b wrote its model and DONE" "[ -f '$tmp/align-$b/model/model.safetensors' ] && [ -f '$tmp/align-$b/DONE' ]"
   check "align layers $b: its model is its last checkpoint's file, stored once (hard link)" \
     "[ \$(stat -c %i '$tmp/align-$b/model/model.safetensors') = \$(stat -c %i '$tmp/align-$b/checkpoints/step-00000006/model.safetensors') ]"
+  check "align layers $b: its tokenizer comes along (hard-linked) and is not named by path" \
+    "[ \$(stat -c %i '$tmp/align-$b/model/tokenizer.json') = \$(stat -c %i '$tmp/align-$b/checkpoints/step-00000006/tokenizer.json') ] && [ -f '$tmp/align-$b/model/tokenizer_config.json' ] && ! grep -q tokenizer_source '$tmp/align-$b/model/config.json'"
 done
 cat > "$tmp/join.yaml" <<YAML
 experts: [$tmp/align-0-14/model, $tmp/align-15-29/model]
@@ -85,6 +87,7 @@ experts: [{path: $tmp/distill-code/model, weight: 0.6}, {path: $tmp/distill-pros
 out: $tmp/merged
 YAML
 "$xtrain" merge --config "$tmp/merge.yaml" || fail=1
+check "the merged model carries its tokenizer" "[ -f '$tmp/merged/tokenizer.json' ] && [ -f '$tmp/merged/tokenizer_config.json' ] && ! grep -q tokenizer_source '$tmp/merged/config.json'"
 printf '%s\n' '{"context": "The capital of France is", "choices": [" Paris.", " Berlin.", " Madrid."], "label": 0}' \
   '{"context": "Two plus two equals", "choices": [" four.", " seven.", " ten."], "label": 0}' > "$tmp/tasks.jsonl"
 cat > "$tmp/eval.yaml" <<YAML

@@ -12,7 +12,9 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cat "$tmp/init.out"
 check "init succeeds and reports the new parameters (rc=$rc)" "[ $rc -eq 0 ] && grep -q 'new (1.91%)' '$tmp/init.out'"
 check "the student config records its settings and its teacher" \
-  "grep -q '\"model_type\": \"xlstm_hybrid\"' '$tmp/student/config.json' && grep -q '\"window\": 16' '$tmp/student/config.json' && grep -q '\"tokenizer_source\"' '$tmp/student/config.json'"
+  "grep -q '\"model_type\": \"xlstm_hybrid\"' '$tmp/student/config.json' && grep -q '\"window\": 16' '$tmp/student/config.json' "
+check "the student carries its tokenizer rather than the teacher's path" \
+  "[ -f '$tmp/student/tokenizer.json' ] && grep -q '\"eos_token\": \"<|im_end|>\"' '$tmp/student/tokenizer_config.json' && ! grep -q tokenizer_source '$tmp/student/config.json'"
 
 # 80 tokens: the window (16) and the chunk (8) are both exceeded several times.
 head -c 400 "$data/golden/smollm2/ids.txt" | awk '{for (i = 1; i <= 80 && i <= NF; i++) printf "%s ", $i; print ""}' > "$tmp/ids"
@@ -30,6 +32,26 @@ check "the student generates with a recurrent state (rc=$rc)" "[ $rc -eq 0 ] && 
 printf 'The lighthouse' > "$tmp/prompt.txt"
 "$xtrain" generate --model "$tmp/student" --prompt-file "$tmp/prompt.txt" --max-new 8 > "$tmp/gen2.out" 2> /dev/null; rc=$?
 check "--prompt-file gives what --prompt gives (rc=$rc)" "[ $rc -eq 0 ] && cmp -s '$tmp/gen.out' '$tmp/gen2.out'"
+
+# A student copied elsewhere, its teacher gone, loads with its tokenizer: the same perplexity of a
+# text, and a chat.
+head -c 3000 "$data/english.txt" > "$tmp/text.txt"
+cp "$gguf" "$tmp/teacher.gguf"
+"$xtrain" init --teacher "$tmp/teacher.gguf" --out "$tmp/here" --window 16 --sinks 2 --chunk 8 > /dev/null 2>&1 || fail=1
+"$xtrain" ppl --model "$tmp/here" --text "$tmp/text.txt" > "$tmp/ppl-here" 2>/dev/null || fail=1
+mkdir "$tmp/elsewhere" && mv "$tmp/here" "$tmp/elsewhere/moved" && rm "$tmp/teacher.gguf"
+"$xtrain" ppl --model "$tmp/elsewhere/moved" --text "$tmp/text.txt" > "$tmp/ppl-moved" 2> "$tmp/e0"; rc=$?
+cat "$tmp/e0"
+check "the moved student's ppl ($(tail -n 1 "$tmp/ppl-moved")) is the one before the move ($(tail -n 1 "$tmp/ppl-here"))" \
+  "[ $rc -eq 0 ] && grep -q '^ppl ' '$tmp/ppl-moved' && cmp -s '$tmp/ppl-here' '$tmp/ppl-moved'"
+"$xtrain" generate --model "$tmp/elsewhere/moved" --chat --prompt "Hi" --max-new 4 > /dev/null 2> "$tmp/e0"; rc=$?
+check "the moved student chats (rc=$rc)" "[ $rc -eq 0 ]"
+# a directory written before students carried their tokenizer still loads it from tokenizer_source
+mkdir "$tmp/old" && cp "$tmp/student/model.safetensors" "$tmp/old/"
+sed "s|^{|{\"tokenizer_source\": \"$gguf\",|" "$tmp/student/config.json" > "$tmp/old/config.json"
+"$xtrain" ppl --model "$tmp/old" --text "$tmp/text.txt" > "$tmp/ppl-old" 2> "$tmp/e0"; rc=$?
+"$xtrain" ppl --model "$tmp/student" --text "$tmp/text.txt" > "$tmp/ppl-new" 2> /dev/null
+check "an old student directory naming its tokenizer_source still loads (rc=$rc)" "[ $rc -eq 0 ] && cmp -s '$tmp/ppl-old' '$tmp/ppl-new'"
 
 "$xtrain" init --teacher "$gguf" --out "$tmp/student" > /dev/null 2> "$tmp/e1"; rc=$?
 check "init refuses to overwrite without --force (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'already holds a model (--force to overwrite)' '$tmp/e1'"
