@@ -574,8 +574,16 @@
       item('lossless (C₀ ≥ 0.5)', report.lossless ? 'yes' : 'no'),
       item('C₀', c0 === null ? '—' : c0.toFixed(2)),
       item('α*', report.alpha_star === null || report.alpha_star === undefined ? 'none ≤ 0.2' : String(report.alpha_star)));
-    const mean = tasks.reduce((a, t) => a + (Number(t.recovery) || 0), 0) / tasks.length;
-    sum.append(item('mean recovery', (100 * mean).toFixed(1) + '%'));
+    // C_α counts the tasks the report names (older reports: all); in-domain perplexity is text the
+    // student was fine-tuned on, labelled so that its recovery is not read as the teacher's quality
+    const counted = Array.isArray(report.c_alpha_tasks) ? new Set(report.c_alpha_tasks) : null;
+    const isCounted = (t) => !counted || counted.has(t.task);
+    const scoredTasks = tasks.filter(isCounted);
+    const mean = scoredTasks.reduce((a, t) => a + (Number(t.recovery) || 0), 0) / Math.max(1, scoredTasks.length);
+    sum.append(item('C_α over', scoredTasks.length + ' of ' + tasks.length + ' tasks'),
+      item('mean recovery there', (100 * mean).toFixed(1) + '%'));
+    const inDomain = tasks.filter((t) => t.in_domain === true).length;
+    if (inDomain) sum.append(item('in-domain (fine-tuned on)', String(inDomain)));
 
     const rec = tasks.map((t) => num(t.recovery));
     const lo = Math.min(0.9, ...rec.filter((v) => v !== null).map((v) => v - 0.02));
@@ -583,10 +591,10 @@
     drawChart('chart-recovery', 'rec:' + S.runId + ':' + tasks.length, {
       type: 'bar',
       data: {
-        labels: tasks.map((t) => t.task),
+        labels: tasks.map((t) => t.task + (t.in_domain === true ? ' (in-domain)' : isCounted(t) ? '' : ' (not in C_α)')),
         datasets: [
           { type: 'bar', label: 'recovery = student / teacher', data: rec,
-            backgroundColor: rec.map((v) => (v >= 1 ? '#2da44e' : v >= 0.95 ? '#56a6f0' : '#e8710a')) },
+            backgroundColor: rec.map((v, i) => (!isCounted(tasks[i]) ? '#b8bec6' : v >= 1 ? '#2da44e' : v >= 0.95 ? '#56a6f0' : '#e8710a')) },
           { type: 'line', label: 'teacher = 1', data: tasks.map(() => 1), borderColor: '#111', borderDash: [5, 4], borderWidth: 1.2, pointRadius: 0 },
         ],
       },
@@ -606,7 +614,7 @@
     }, 'Recovery per task: student / teacher');
 
     // C_α is a step function of α; drawn densely from the tasks, the report's points on top
-    const scored = tasks.filter((t) => Number.isFinite(Number(t.student)) && Number.isFinite(Number(t.teacher)));
+    const scored = scoredTasks.filter((t) => Number.isFinite(Number(t.student)) && Number.isFinite(Number(t.teacher)));
     const dense = [];
     for (let i = 0; i <= 200; i++) {
       const a = i / 1000;

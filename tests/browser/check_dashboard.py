@@ -135,6 +135,13 @@ def main():
                 check(c and c["rendered"] == "true" and c["points"] >= len(rep["tasks"]), "%s: recovery per task drawn (%d tasks)" % (rid, len(rep["tasks"])))
                 c = wait_chart(b, "chart-calpha")
                 check(c and c["rendered"] == "true" and c["points"] > 0, "%s: the C_alpha curve drawn" % rid)
+                summ = b.eval("document.getElementById('eval-summary').textContent") or ""
+                if "c_alpha_tasks" in rep:
+                    want = "C_α over %d of %d tasks" % (len(rep["c_alpha_tasks"]), len(rep["tasks"]))
+                    check(want in summ, "%s: the summary says which tasks C_alpha counts (%s)" % (rid, want))
+                n_in = sum(1 for t in rep["tasks"] if t.get("in_domain") is True)
+                if n_in:
+                    check(("in-domain (fine-tuned on) %d" % n_in) in summ, "%s: %d in-domain tasks labelled" % (rid, n_in))
             else:
                 check(bool(b.wait_for("!document.getElementById('eval-empty').hidden", 5)), "%s: no report: says so" % rid)
             evs = api(b, "/api/events?run=%s&since=0" % rid) or []
