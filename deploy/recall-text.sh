@@ -5,15 +5,16 @@
 # mLSTM once the gap is longer than its window, so distilling on these documents is a signal for
 # using context beyond the window, which ordinary short documents rarely give.
 #   deploy/recall-text.sh CORPORA_DIR [OUT_DIR (default CORPORA_DIR/../recall)] [--max-mb N]
-#                         [--gap-chars MIN,MAX] [--seed S]
-# Passages are 800 to 1600 characters; gaps 2500 to 12000 characters by default (about 700 to
-# 3500 tokens of SmolLM2's tokenizer). Writes OUT_DIR/recall-000.jsonl ({"text", "source"}).
+#                         [--passage-chars MIN,MAX] [--gap-chars MIN,MAX] [--seed S]
+# Passages are 800 to 1600 characters and gaps 2500 to 12000 by default (about 200 to 400 and 700
+# to 3500 tokens of SmolLM2's tokenizer: past a window of 512); scale both with the window. Writes OUT_DIR/recall-000.jsonl ({"text", "source"}).
 set -euo pipefail
-src= out= max_mb=4 gap=2500,12000 seed=1
+src= out= max_mb=4 gap=2500,12000 passage=800,1600 seed=1
 while [ $# -gt 0 ]; do
   case $1 in
     --max-mb) max_mb=$2; shift 2 ;;
     --gap-chars) gap=$2; shift 2 ;;
+    --passage-chars) passage=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "recall-text: unknown flag $1" >&2; exit 2 ;;
@@ -23,11 +24,15 @@ done
 [ -n "$src" ] && [ -d "$src" ] || { echo "recall-text: CORPORA_DIR (made by deploy/corpora.sh) is required" >&2; exit 2; }
 out=${out:-$src/../recall}
 mkdir -p "$out"
-python3 - "$src" "$out/recall-000.jsonl" "$max_mb" "$gap" "$seed" <<'PY'
+python3 - "$src" "$out/recall-000.jsonl" "$max_mb" "$gap" "$seed" "$passage" <<'PY'
 import json, os, random, sys
-src, dst, max_mb, gap, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-gmin, gmax = (int(x) for x in gap.split(","))
-if not (0 < gmin <= gmax): sys.exit("recall-text: --gap-chars must be MIN,MAX with 0 < MIN <= MAX")
+src, dst, max_mb, gap, seed, passage = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
+try:
+    gmin, gmax = (int(x) for x in gap.split(","))
+    pmin, pmax = (int(x) for x in passage.split(","))
+except ValueError:
+    sys.exit("recall-text: --gap-chars and --passage-chars take MIN,MAX (whole numbers)")
+if not (0 < gmin <= gmax and 0 < pmin <= pmax): sys.exit("recall-text: each MIN,MAX needs 0 < MIN <= MAX")
 docs = []
 for domain in ("code", "math", "science"):
     d = os.path.join(src, domain)
@@ -43,7 +48,7 @@ budget, written, n = int(max_mb * 1e6), 0, 0
 with open(dst + ".tmp", "w", encoding="utf-8") as f:
     while written < budget:
         doc = rng.choice(docs)
-        plen = rng.randint(800, 1600)
+        plen = rng.randint(pmin, pmax)
         start = rng.randint(0, max(0, len(doc) - plen))
         passage = doc[start:start + plen]
         want, parts = rng.randint(gmin, gmax), []

@@ -725,14 +725,15 @@ int stage_eval(int argc, char **argv) {
         if (task_scored(score, json_array_get(tasks, i)))
             json_array_append(scored, json_object_get(json_array_get(tasks, i), "task"));
     size_t ns = json_array_size(scored);
-    if (ns == 0) {
+    bool auto_score = !strcmp(score, "auto");
+    if (ns == 0 && !auto_score) {
         json_decref(scored);
         rc = xd_fail(&e, "score \"%s\" names none of the %zu tasks evaluated: no C_alpha to compute", score, nt);
         goto done;
     }
     json_t *curve = json_array();
     json_t *alpha_star = json_null();
-    for (int a = 0; a < N_ALPHAS; a++) {
+    for (int a = 0; a < N_ALPHAS && ns > 0; a++) {
         int wins = 0;
         for (size_t i = 0; i < nt; i++) {
             json_t *t = json_array_get(tasks, i);
@@ -748,18 +749,24 @@ int stage_eval(int argc, char **argv) {
             alpha_star = json_real(alphas[a]);
         }
     }
-    bool lossless = json_real_value(json_object_get(json_array_get(curve, 0), "c")) >= 0.5;
+    bool lossless = ns > 0 && json_real_value(json_object_get(json_array_get(curve, 0), "c")) >= 0.5;
     char star[64];
     if (json_is_null(alpha_star)) snprintf(star, sizeof star, "none (C_alpha < 0.5 up to 0.2)");
     else snprintf(star, sizeof star, "%g", json_real_value(alpha_star));
-    printf("eval: %zu tasks; C_alpha over %zu of them (%s):", nt, ns,
-           !strcmp(score, "auto") ? "all but the in-domain perplexities" : score);
-    for (int a = 0; a < N_ALPHAS; a++)
-        printf(" %g:%.2f", alphas[a], json_real_value(json_object_get(json_array_get(curve, a), "c")));
-    printf(";  alpha* = %s;  lossless (C_0 >= 0.5): %s\n", star, lossless ? "yes" : "no");
-    json_t *report = json_pack("{s:s, s:s, s:o, s:s, s:o, s:o, s:o, s:b, s:o}", "teacher", teacher_path, "student",
+    if (ns == 0) { /* only in-domain perplexity: nothing says whether the teacher's quality is kept */
+        printf("eval: %zu tasks, all in-domain perplexity: no C_alpha (score: all would count them; general, "
+               "tasks or passkey give tasks it counts)\n", nt);
+    } else {
+        printf("eval: %zu tasks; C_alpha over %zu of them (%s):", nt, ns,
+               auto_score ? "all but the in-domain perplexities" : score);
+        for (int a = 0; a < N_ALPHAS; a++)
+            printf(" %g:%.2f", alphas[a], json_real_value(json_object_get(json_array_get(curve, a), "c")));
+        printf(";  alpha* = %s;  lossless (C_0 >= 0.5): %s\n", star, lossless ? "yes" : "no");
+    }
+    json_t *report = json_pack("{s:s, s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o}", "teacher", teacher_path, "student",
                                student_path, "tasks", tasks, "score", score, "c_alpha_tasks", scored, "c_alpha", curve,
-                               "alpha_star", alpha_star, "lossless", lossless, "skipped_sources", skipped);
+                               "alpha_star", alpha_star, "lossless", ns ? json_boolean(lossless) : json_null(),
+                               "skipped_sources", skipped);
     skipped = NULL;
     tasks = NULL;
     char *text = json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

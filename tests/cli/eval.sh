@@ -83,6 +83,12 @@ printf '%s\n' '{"context": "x", "target": " y"}' '{"contexts": ["a", "b"], "cont
 check "a file that mixes kinds is refused, naming the line (rc=$rc)" \
   "[ $rc -eq 1 ] && grep -q 'mixed.jsonl line 2: a partial item in a file of target items' '$tmp/berr'"
 
+# In-domain perplexity alone: the report says C_alpha has nothing to count instead of a number.
+grep -v -e '^general:' -e '^passkey' "$tmp/e.yaml" > "$tmp/e3.yaml"
+"$xtrain" eval --config "$tmp/e3.yaml" --set out="$tmp/r3.json" --set passkey=none > "$tmp/out3" 2> /dev/null || fail=1
+check "in-domain perplexity alone: no C_alpha, lossless null, and the summary says why" \
+  "js '$tmp/r3.json' \"r['c_alpha'] == [] and r['lossless'] is None and r['c_alpha_tasks'] == []\" && grep -q 'all in-domain perplexity: no C_alpha' '$tmp/out3'"
+
 bad() { # NAME EXPECTED_RC MESSAGE SETTINGS...
   name=$1 want=$2 msg=$3; shift 3
   "$xtrain" eval --config "$tmp/e.yaml" --set out="$tmp/bad.json" "$@" > /dev/null 2> "$tmp/berr"; rc=$?
