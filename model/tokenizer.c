@@ -9,7 +9,6 @@
 #include <utf8proc.h>
 
 #define TOK_MAX_TOKEN_BYTES 4096
-static const char SPM_SPACE[] = "\xe2\x96\x81"; /* ▁ U+2581 */
 
 /* ---------------------------------------------------------------- building */
 

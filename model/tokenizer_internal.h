@@ -124,4 +124,16 @@ size_t tok_utf8_put(uint32_t cp, char *out);
 bool tok_utf8_valid(const char *s, size_t len);
 bool tok_is_numeric(int32_t cp);
 
+/* The pre-tokenizer regexes tokenizer.json files carry, byte for byte: tokenizer_hf.c recognises
+ * them, tokenizer_save.c writes them back. SPM_SPACE is SentencePiece's ▁ (U+2581). */
+static const char PAT_GPT2[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char PAT_LLAMA3[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char PAT_QWEN2[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char SPM_SPACE[] = "\xe2\x96\x81";
+
 #endif

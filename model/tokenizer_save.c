@@ -7,15 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The regexes tokenizer_hf.c recognises, byte for byte. */
-static const char PAT_LLAMA3[] =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const char PAT_QWEN2[] =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const char SPM_SPACE[] = "\xe2\x96\x81";
-
 static json_t *tok_text(const model_tokenizer *t, int id) {
     return json_stringn(t->arena + t->tok[id].str_off, t->tok[id].str_len);
 }
