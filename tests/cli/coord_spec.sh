@@ -98,7 +98,15 @@ start_worker gpu2 --gpus 2 --job-ms 200
 wait_until 10 "grep -q '^assign .*align-0 align gpus=0,1\$' '$tmp/gpu2.log'"
 check "the 2-GPU worker gets an align block with gpus 0,1" "grep -q 'align gpus=0,1\$' '$tmp/gpu2.log'"
 check "query shows the run" "request query | json \"[x['id'] for x in r['body']['runs']] == ['$run']\" | grep -q True"
+
+# the shipped GPU preset (deploy/examples) is a valid spec: its eval measures past the window
+sed "s|/srv/xdistill/models/SmolLM2-135M-Instruct.Q4_1.gguf|$teacher|" "$(dirname "$0")/../../deploy/examples/gpu-smollm2.yaml" > "$tmp/gpu.yaml"
+out=$(request submit --file spec="$tmp/gpu.yaml"); rc=$?
+grun=$(echo "$out" | json "r['body']['run']")
+check "deploy/examples/gpu-smollm2.yaml is accepted (rc=$rc)" "[ $rc -eq 0 ] && [ -n '$grun' ]"
+check "its eval job runs the pass key at 1k-4k on the general text, on a GPU worker" \
+  "sql \"SELECT config FROM jobs WHERE id = '\$grun/eval'\" | tr '\\n' '|' | grep -q 'passkey: \"1024,2048,4096\"|.*general:|  - \"/srv/xdistill/shards/general\"|' && [ \"\$(sql \"SELECT gpus FROM jobs WHERE id = '\$grun/eval'\")\" = 1 ]"
 stop_coord
 check "xcoord stops cleanly on SIGTERM" "[ $coord_rc -eq 0 ]"
-[ $fail -eq 0 ] || cat "$tmp/xcoord.log"
+[ $fail -eq 0 ] || { cat "$tmp/xcoord.log"; cat "$tmp/evalcfg"; }
 exit $fail
