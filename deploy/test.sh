@@ -19,11 +19,12 @@ bash deploy/build.sh
 (cd build && ctest --output-on-failure -j"$jobs")
 
 echo "== ASan + UBSan build and tests"
-# Every test again under the sanitizers, except the two longest end-to-end runs (the whole local
-# pipeline, and the cluster with its killed worker and coordinator), which ran above: the stages
+# Every test again under the sanitizers, except the three longest end-to-end runs (the whole local
+# pipeline, the cluster with its killed worker and coordinator, and merge's weight search over two
+# freshly distilled experts), which ran above: the stages
 # and daemons they drive are exercised under ASan by the stage, resume, coordinator and worker
 # tests, and running them twice would take CI past 20 minutes on 2 cores. XD_ASAN_ALL=1 runs them.
-exclude='^(pipeline_cli|cluster_cli)$'
+exclude='^(pipeline_cli|cluster_cli|merge_search_cli)$'
 [ "${XD_ASAN_ALL:-0}" = 1 ] && exclude='^$'
 # The sanitizers instrument C and the C++ test tools (nvcc's host code is not), so this build
 # leaves CUDA out: the CUDA code was compiled, and the SWA kernels' host emulator run, in the build

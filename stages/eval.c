@@ -286,6 +286,28 @@ static int passkey_tail(const model_tokenizer *tok, int key, passkey_parts *p, x
     return 0;
 }
 
+/* Before any work: every length must hold the prompt around one filler (a 5-digit key's tokens). */
+static int passkey_check_lengths(const model_tokenizer *tok, const int *lengths, int n_lengths, xd_err *e) {
+    if (n_lengths == 0) return 0;
+    if (!tok) return xd_fail(e, "pass key: the teacher has no tokenizer to build prompts with");
+    passkey_parts p = {0};
+    int *needle = NULL;
+    size_t n_needle = 0;
+    char text[160];
+    snprintf(text, sizeof text, passkey_needle, 12345, 12345);
+    int rc = encode_piece(tok, passkey_intro, model_tokenizer_adds_bos(tok), &p.intro, &p.n_intro, e);
+    if (rc == 0) rc = encode_piece(tok, passkey_filler, false, &p.filler, &p.n_filler, e);
+    if (rc == 0) rc = encode_piece(tok, text, false, &needle, &n_needle, e);
+    if (rc == 0) rc = passkey_tail(tok, 12345, &p, e);
+    size_t need = p.n_intro + n_needle + p.n_tail + p.n_filler;
+    for (int i = 0; rc == 0 && i < n_lengths; i++)
+        if ((size_t)lengths[i] < need)
+            rc = xd_fail(e, "pass key: length %d is too short for the prompt (%zu tokens with one filler)", lengths[i],
+                         need);
+    free(needle), free(p.intro), free(p.filler), free(p.tail);
+    return rc;
+}
+
 static int eval_passkey(eval_models *em, int K, const int *lengths, int n_lengths, int samples, long seed,
                         json_t *tasks, xd_err *e) {
     const model_tokenizer *tok = em->m[0]->tokenizer;
@@ -681,7 +703,8 @@ int stage_eval(int argc, char **argv) {
     if ((rc = model_transformer_load(teacher_path, &teacher, &e))) goto done;
     if ((rc = model_transformer_load(student_path, &student, &e))) goto done;
     if ((rc = stage_check_lineage(&teacher, &student, false, &e))) goto done;
-    if ((n_lengths = passkey_lengths(passkey, &student.cfg, teacher.cfg.max_positions, lengths, &e)) < 0) {
+    if ((n_lengths = passkey_lengths(passkey, &student.cfg, teacher.cfg.max_positions, lengths, &e)) < 0 ||
+        passkey_check_lengths(teacher.tokenizer, lengths, n_lengths, &e)) {
         rc = -1;
         goto done;
     }

@@ -45,7 +45,7 @@ domains:
 align: {layer_blocks: 2, steps: 2, seq_len: 32, batch: 2, checkpoint_every: 1, keep_checkpoints: 1}
 distill: {steps: 2, seq_len: 32, batch: 2, checkpoint_every: 100}
 final_distill: {steps: 2, seq_len: 32, batch: 2, checkpoint_every: 100}
-eval: {max_tokens: 64, seq_len: 32, passkey: "128", passkey_samples: 2}
+eval: {max_tokens: 64, seq_len: 32, passkey: none}
 YAML
 run=$("$xctl" submit "$tmp/spec.yaml" --name cluster-test)
 check "submit prints the run id ($run)" "[ -n '$run' ]"

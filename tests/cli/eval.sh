@@ -97,6 +97,8 @@ bad() { # NAME EXPECTED_RC MESSAGE SETTINGS...
 bad "passkey lengths that are not numbers" 1 'passkey "12x": expected auto, none or up to' --set passkey=12x
 bad "a pass key longer than the teacher's context" 1 'each 64..8192' --set passkey=9000
 bad "a pass key too short for its prompt" 1 'length 64 is too short for the prompt' --set passkey=64
-bad "score naming no task" 1 'score "mc/" names none of the' --set score=mc/
+# (score is checked against the tasks once they ran: the cheapest config, in-domain perplexity alone)
+"$xtrain" eval --config "$tmp/e3.yaml" --set out="$tmp/bad.json" --set passkey=none --set score=mc/ > /dev/null 2> "$tmp/berr"; rc=$?
+check "score naming no task: exit 1 naming the problem (rc=$rc)" "[ $rc -eq 1 ] && grep -q 'score \"mc/\" names none of the' '$tmp/berr' && [ ! -e '$tmp/bad.json' ]"
 bad "passkey_samples 0" 2 'passkey_samples' --set passkey_samples=0
 exit $fail
