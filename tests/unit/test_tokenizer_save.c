@@ -24,8 +24,8 @@ static char *read_all(const char *path, size_t *len) {
 /* Texts a user would feed: English prose, code, scripts and emoji, digits, whitespace runs,
  * special tokens written in the text, a leading space (SentencePiece prefixes). */
 static const char *TEXTS[] = {
-    "def main(argv):\n    for i in range(10):\n\t\tprint(f\"{i:03d} -> {i*i}\")  # squares\n    "
-    "return {'a': [1, 2.5e-3], \"b\": None}\n",
+    ("def main(argv):\n    for i in range(10):\n\t\tprint(f\"{i:03d} -> {i*i}\")  # squares\n    "
+     "return {'a': [1, 2.5e-3], \"b\": None}\n"),
     "int x = 0x1F; /* C */ if (x >= 31 && y != -7) { z += 1234567; }\r\n",
     "Grüße aus Köln! Ελληνικά, русский, 日本語のテキスト、中文，한국어 — «quotes» … ½ ⅞ ²³",
     "emoji 🤖🚀👩‍👩‍👧 and combining e\xcc\x81 vs \xc3\xa9, NBSP\xc2\xa0here, zero\xe2\x80\x8bwidth",
